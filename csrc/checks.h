@@ -1,0 +1,35 @@
+// Argument validation shared by every backend's kernels (CPU, Meta, and CUDA later), so that each
+// operator rejects the same inputs with the same messages. Every message names the argument.
+// Only metadata is inspected: no check reads tensor data or synchronizes a device.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace yarn_ext::detail {
+
+// Validates inv_freq (float64 [half], contiguous) and returns half = dim / 2.
+int64_t check_inv_freq(const char* op, const at::Tensor& inv_freq);
+
+void check_mscale(const char* op, double mscale);
+
+// Validates the tables a rotation reads; returns half = dim / 2.
+int64_t check_tables(const char* op, const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
+                     double mscale);
+
+// Validates a tensor to be rotated: floating dtype, on the tables' device, [..., S, D] with
+// D >= 2 * half.
+void check_rotated(const char* op, const char* name, const at::Tensor& x,
+                   const at::Tensor& inv_freq, int64_t half);
+
+// positions expanded (a view, no copy) to x.shape[:-1], or an undefined tensor when absent.
+at::Tensor broadcast_positions(const char* op, const std::optional<at::Tensor>& positions,
+                               const at::Tensor& x, const char* x_name);
+
+// In-place rotation: q and k must be writable without aliasing themselves or each other, and
+// agree on device, dtype and head size.
+void check_inplace_pair(const char* op, const at::Tensor& q, const std::optional<at::Tensor>& k);
+
+}  // namespace yarn_ext::detail

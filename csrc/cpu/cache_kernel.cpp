@@ -1,0 +1,40 @@
+// CPU kernel: the float32 cos/sin cache, built from float64 inv_freq with float64 angles.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "yarn_ext/core/yarn_math.h"
+
+namespace yarn_ext::cpu {
+namespace {
+
+at::Tensor build_cos_sin_cache_cpu(const at::Tensor& inv_freq, int64_t num_positions,
+                                   double mscale) {
+  constexpr const char* kOp = "yarn_ext.build_cos_sin_cache";
+  const int64_t half = detail::check_inv_freq(kOp, inv_freq);
+  detail::check_mscale(kOp, mscale);
+  TORCH_CHECK_VALUE(num_positions >= 0, kOp, ": num_positions must be >= 0, got ", num_positions);
+
+  at::Tensor cache = at::empty({num_positions, 2 * half}, inv_freq.options().dtype(at::kFloat));
+  const double* frequencies = inv_freq.const_data_ptr<double>();
+  float* out = cache.mutable_data_ptr<float>();
+  // Each row costs `half` float64 sin/cos pairs; split rows so every thread gets real work.
+  const int64_t grain = std::max<int64_t>(1, 2048 / half);
+  at::parallel_for(0, num_positions, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      float* row = out + p * 2 * half;
+      math::fill_cos_sin_row(p, frequencies, half, mscale, row, row + half);
+    }
+  });
+  return cache;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
+  m.impl("build_cos_sin_cache", &build_cos_sin_cache_cpu);
+}
+
+}  // namespace yarn_ext::cpu

@@ -1,0 +1,53 @@
+// The Python extension module yarn_ext._C: pybind11 bindings of the helper functions. Loading it
+// also runs the TORCH_LIBRARY registrations compiled into the same library, which makes the
+// operators available as torch.ops.yarn_ext.*. The typed Python API lives in yarn_ext/.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+#include "yarn_ext/helpers.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// The dispatch keys that have a yarn_ext::rotate kernel in this build, for `python -m yarn_ext`.
+std::vector<std::string> built_backends() {
+  std::vector<std::string> keys;
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("yarn_ext::rotate", "");
+  for (const char* key : {"CPU", "CUDA", "Meta"}) {
+    if (op.hasKernelForDispatchKey(c10::parseDispatchKey(key))) keys.emplace_back(key);
+  }
+  return keys;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "yarn_ext native extension: helper bindings; operators under torch.ops.yarn_ext";
+  m.def("find_correction_dim", &yarn_ext::find_correction_dim, py::arg("num_rotations"),
+        py::arg("dim"), py::arg("base"), py::arg("max_position_embeddings"));
+  m.def(
+      "find_correction_range",
+      [](double low_rot, double high_rot, int64_t dim, double base,
+         int64_t max_position_embeddings, bool truncate) -> py::tuple {
+        const auto [low, high] = yarn_ext::find_correction_range(
+            low_rot, high_rot, dim, base, max_position_embeddings, truncate);
+        if (truncate) {
+          return py::make_tuple(static_cast<int64_t>(low), static_cast<int64_t>(high));
+        }
+        return py::make_tuple(low, high);
+      },
+      py::arg("low_rot"), py::arg("high_rot"), py::arg("dim"), py::arg("base"),
+      py::arg("max_position_embeddings"), py::arg("truncate"));
+  m.def("linear_ramp_mask", &yarn_ext::linear_ramp_mask, py::arg("min"), py::arg("max"),
+        py::arg("dim"));
+  m.def("get_mscale", &yarn_ext::get_mscale, py::arg("scale"), py::arg("mscale"));
+  m.def("yarn_inv_freq", &yarn_ext::yarn_inv_freq, py::arg("dim"), py::arg("base"),
+        py::arg("scale"), py::arg("original_max_position_embeddings"),
+        py::arg("extrapolation_factor"), py::arg("beta_fast"), py::arg("beta_slow"),
+        py::arg("truncate"));
+  m.def("built_backends", &built_backends);
+}

@@ -1,0 +1,25 @@
+// Builds the StridedRows layout of a rotation from ATen tensors (host side, shared by backends).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "yarn_ext/core/strided_rows.h"
+
+namespace yarn_ext::detail {
+
+// Operand slots of a rotation's row layout.
+enum RotationOperand { kInput = 0, kOutput = 1, kPositions = 2, kNumRotationOperands = 3 };
+
+using RotationRows = StridedRows<kNumRotationOperands>;
+
+// Rows of `input` and `output` (same shape) and of `positions` (already expanded to
+// input.shape[:-1]). With positions undefined, the positions slot gets stride 1 along dim -2 and
+// 0 elsewhere, so a row's "positions offset" is its index along dim -2: the implicit position.
+// Size-1 dimensions are dropped and dimensions that are contiguous for every operand merged.
+RotationRows rotation_rows(const at::Tensor& input, const at::Tensor& output,
+                           const at::Tensor& positions);
+
+// Number of rows (head vectors) of x.
+inline int64_t num_rows(const at::Tensor& x) { return x.size(-1) == 0 ? 0 : x.numel() / x.size(-1); }
+
+}  // namespace yarn_ext::detail

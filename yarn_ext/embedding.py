@@ -1,0 +1,227 @@
+"""YarnEmbedding: Zeta's module API, with forward applying the rotation through yarn_ext's kernels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import SupportsFloat, SupportsIndex
+
+import torch
+from torch import Tensor, nn
+
+from yarn_ext import ops
+from yarn_ext._checks import as_float, as_int, positive_float, positive_int
+from yarn_ext.helpers import get_mscale, yarn_inv_freq
+
+
+class YarnEmbedding(nn.Module):
+    """YaRN rotary position embedding (Zeta's constructor; transformers' extra keywords).
+
+    Args:
+        dim: rotary dimension (even). Inputs may be wider; features past `dim` pass through.
+        max_position_embeddings: positions cached at construction.
+        base: RoPE theta.
+        original_max_position_embeddings: the context the model was trained on.
+        extrapolation_factor, attn_factor, beta_fast, beta_slow: YaRN's knobs (Zeta's defaults).
+        finetuned: False gives plain RoPE (until the cache grows); True gives static YaRN with
+            scale `scaling_factor`, or else max_position_embeddings / original.
+        device: where the tables live.
+        scaling_factor: the static YaRN scale (only with finetuned=True).
+        attention_factor: the attention scale, overriding get_mscale(scale) * attn_factor.
+        truncate: whole-dimension correction range (False: transformers' gpt-oss variant).
+        interleaved: rotate pairs (2i, 2i+1) (GPT-J) instead of (i, i + dim/2) (NeoX, Zeta).
+
+    Attributes:
+        inv_freq: float64 [dim / 2]. mscale: float, multiplies cos and sin.
+        max_seq_len_cached: positions in the cache. cos_sin_cache: float32 [positions, dim],
+            mscale * cos in columns [0, dim/2) and mscale * sin in [dim/2, dim).
+
+    A forward call that needs more positions than are cached (seq_len > max_seq_len_cached)
+    recomputes YaRN with scale seq_len / original_max_position_embeddings and rebuilds the cache
+    (dynamic YaRN, as in Zeta); the cache only grows. Positions outside the cache that are given
+    explicitly are computed on the fly with the current frequencies.
+    """
+
+    inv_freq: Tensor
+    cos_sin_cache: Tensor
+
+    def __init__(
+        self,
+        dim: SupportsIndex,
+        max_position_embeddings: SupportsIndex = 2048,
+        base: SupportsFloat = 10000,
+        original_max_position_embeddings: SupportsIndex = 2048,
+        extrapolation_factor: SupportsFloat = 1,
+        attn_factor: SupportsFloat = 1,
+        beta_fast: SupportsFloat = 32,
+        beta_slow: SupportsFloat = 1,
+        finetuned: bool = False,
+        device: torch.device | str | None = None,
+        *,
+        scaling_factor: SupportsFloat | None = None,
+        attention_factor: SupportsFloat | None = None,
+        truncate: bool = True,
+        interleaved: bool = False,
+    ) -> None:
+        super().__init__()
+        # dim, base, the betas and the scale are checked by the C++ core (yarn_inv_freq) with
+        # messages that name them; here only what the core does not see.
+        self.dim = as_int("dim", dim)
+        self.max_position_embeddings = positive_int(
+            "max_position_embeddings", max_position_embeddings
+        )
+        self.base = as_float("base", base)
+        self.original_max_position_embeddings = positive_int(
+            "original_max_position_embeddings", original_max_position_embeddings
+        )
+        self.extrapolation_factor = as_float("extrapolation_factor", extrapolation_factor)
+        self.attn_factor = as_float("attn_factor", attn_factor)
+        self.beta_fast = as_float("beta_fast", beta_fast)
+        self.beta_slow = as_float("beta_slow", beta_slow)
+        self.finetuned = bool(finetuned)
+        if scaling_factor is not None and not self.finetuned:
+            raise ValueError("scaling_factor is only used with finetuned=True (static YaRN)")
+        self.scaling_factor = (
+            None if scaling_factor is None else positive_float("scaling_factor", scaling_factor)
+        )
+        self.attention_factor = (
+            None if attention_factor is None else as_float("attention_factor", attention_factor)
+        )
+        self.truncate = bool(truncate)
+        self.interleaved = bool(interleaved)
+
+        if self.finetuned:
+            static_scale = self.scaling_factor or (
+                self.max_position_embeddings / self.original_max_position_embeddings
+            )
+            self._set_frequencies(static_scale, yarn=True, device=device)
+        else:
+            self._set_frequencies(1.0, yarn=False, device=device)
+        self._build_cache(self.max_position_embeddings)
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def _set_frequencies(self, scale: float, *, yarn: bool, device: torch.device | str | None
+                         ) -> None:
+        """inv_freq and mscale for `scale`; `yarn=False` is plain RoPE (Zeta: mscale 1)."""
+        inv_freq = yarn_inv_freq(
+            self.dim,
+            self.base,
+            scale,
+            self.original_max_position_embeddings,
+            self.extrapolation_factor,
+            self.beta_fast,
+            self.beta_slow,
+            truncate=self.truncate,
+            device=device,
+        )
+        if self.attention_factor is not None:
+            mscale = self.attention_factor
+        elif yarn:
+            mscale = get_mscale(scale) * self.attn_factor
+        else:
+            mscale = 1.0
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.scale = float(scale)
+        self.mscale = float(mscale)
+
+    def _build_cache(self, num_positions: int) -> None:
+        cache = ops.build_cos_sin_cache(self.inv_freq, num_positions, self.mscale)
+        self.register_buffer("cos_sin_cache", cache, persistent=False)
+        self.max_seq_len_cached = num_positions
+
+    def _ensure_cached(self, seq_len: int) -> None:
+        """Dynamic YaRN: grow to seq_len positions with scale seq_len / original."""
+        if seq_len <= self.max_seq_len_cached:
+            return
+        self._set_frequencies(
+            seq_len / self.original_max_position_embeddings,
+            yarn=True,
+            device=self.inv_freq.device,
+        )
+        self._build_cache(seq_len)
+
+    def _prepare(self, x: Tensor, seq_len: SupportsIndex | None, positions: Tensor | None
+                 ) -> None:
+        if seq_len is not None:
+            self._ensure_cached(positive_int("seq_len", seq_len))
+        elif positions is None and x.dim() >= 2 and x.shape[-2] > 0:
+            # Without positions, row s gets position s: the sequence is x.shape[-2] long.
+            self._ensure_cached(int(x.shape[-2]))
+        # With positions and no seq_len nothing is recomputed and nothing is read back to the
+        # host: positions past the cache are computed on the fly by the kernel.
+
+    # -- API -------------------------------------------------------------------------------
+
+    def forward(
+        self, x: Tensor, seq_len: SupportsIndex | None = None, *, positions: Tensor | None = None
+    ) -> Tensor:
+        """x [..., S, D] (D >= dim) with YaRN applied to its first dim features; same shape,
+        dtype and device. `positions` (int32/int64) broadcasts against x.shape[:-1] ([S],
+        [B, S] for [B, S, D], [B, 1, S] for [B, H, S, D], [B, S, 1] for [B, S, H, D]); without
+        it row s along dim -2 gets position s and seq_len defaults to S."""
+        self._prepare(x, seq_len, positions)
+        return ops.rotate(
+            x, self.cos_sin_cache, self.inv_freq, self.mscale, positions, self.interleaved
+        )
+
+    def rotate_(
+        self,
+        q: Tensor,
+        k: Tensor | None = None,
+        positions: Tensor | None = None,
+        *,
+        seq_len: SupportsIndex | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Rotates q and (optionally) k in place in one kernel call and returns them. q and k
+        may differ in head count and be non-contiguous views (slices of a fused qkv tensor).
+        Same position rules as forward; a call that raises has changed nothing."""
+        self._prepare(q, seq_len, positions)
+        ops.rotate_inplace(
+            q, k, self.cos_sin_cache, self.inv_freq, self.mscale, positions, self.interleaved
+        )
+        return q, k
+
+    def cos_sin(
+        self,
+        seq_len: SupportsIndex,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(cos, sin), each [1, 1, seq_len, dim] and scaled by mscale: what Zeta's forward
+        returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
+        each frequency repeated twice in a row when interleaved."""
+        seq_len = positive_int("seq_len", seq_len)
+        self._ensure_cached(seq_len)
+        half = self.dim // 2
+        table = self.cos_sin_cache[:seq_len]
+        cos, sin = table[:, :half], table[:, half:]
+        if self.interleaved:
+            cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
+        else:
+            cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+        return (
+            cos[None, None].to(dtype=dtype, device=device),
+            sin[None, None].to(dtype=dtype, device=device),
+        )
+
+    # -- nn.Module plumbing ----------------------------------------------------------------
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> YarnEmbedding:
+        # .to(dtype), .half(), .bfloat16() must not lower the precision of the tables (the
+        # float64 inv_freq, the float32 cache): follow device moves, keep the dtypes.
+        before = dict(self._buffers)
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers.get(name)
+            if old is not None and new is not None and new.dtype != old.dtype:
+                self._buffers[name] = old.to(device=new.device)
+        return self
+
+    def extra_repr(self) -> str:
+        kind = f"yarn scale={self.scale:g}" if not math.isclose(self.scale, 1.0) else "rope"
+        return (
+            f"dim={self.dim}, base={self.base:g}, {kind}, mscale={self.mscale:.6g}, "
+            f"max_seq_len_cached={self.max_seq_len_cached}, interleaved={self.interleaved}"
+        )

@@ -1,0 +1,55 @@
+"""Typed wrappers of the torch.ops.yarn_ext operators (schemas are declared in csrc/ops.cpp).
+
+Tables shared by the operators:
+    inv_freq       float64 [dim / 2]
+    cos_sin_cache  float32 [positions, dim]: mscale * cos in columns [0, dim/2), mscale * sin in
+                   [dim/2, dim); row p holds position p.
+Positions outside [0, positions) are never looked up: their cos/sin are computed on the fly from
+inv_freq with the same float64 math, so every int64 position is valid.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def build_cos_sin_cache(inv_freq: Tensor, num_positions: int, mscale: float) -> Tensor:
+    """The float32 cos/sin cache for positions [0, num_positions), angles formed in float64."""
+    return torch.ops.yarn_ext.build_cos_sin_cache.default(inv_freq, num_positions, mscale)
+
+
+def rotate(
+    x: Tensor,
+    cos_sin_cache: Tensor,
+    inv_freq: Tensor,
+    mscale: float,
+    positions: Tensor | None = None,
+    interleaved: bool = False,
+) -> Tensor:
+    """x [..., S, D] (D >= dim) with its first dim features rotated; a new tensor.
+
+    positions (int32/int64) broadcasts against x.shape[:-1]; without it row s along dim -2 gets
+    position s. interleaved=False pairs features (i, i + dim/2) (NeoX, Zeta, transformers);
+    True pairs (2i, 2i + 1) (GPT-J).
+    """
+    return torch.ops.yarn_ext.rotate.default(
+        x, cos_sin_cache, inv_freq, mscale, positions, interleaved
+    )
+
+
+def rotate_inplace(
+    q: Tensor,
+    k: Tensor | None,
+    cos_sin_cache: Tensor,
+    inv_freq: Tensor,
+    mscale: float,
+    positions: Tensor | None = None,
+    interleaved: bool = False,
+) -> None:
+    """Rotates q and (when given) k in place in one call; same conventions as `rotate`. q and k
+    may have different head counts and be non-contiguous views (say slices of a fused qkv).
+    A call that raises has changed nothing."""
+    torch.ops.yarn_ext.rotate_inplace.default(
+        q, k, cos_sin_cache, inv_freq, mscale, positions, interleaved
+    )
