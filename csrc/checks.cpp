@@ -53,8 +53,7 @@ void check_rotated(const char* op, const char* name, const at::Tensor& x,
   TORCH_CHECK_VALUE(x.device() == inv_freq.device(), op, ": ", name, " is on ", x.device(),
                     " but the embedding tables are on ", inv_freq.device());
   TORCH_CHECK_VALUE(x.dim() >= 2, op, ": ", name,
-                    " must have at least 2 dimensions [..., seq, head_dim], got shape ",
-                    x.sizes());
+                    " must have at least 2 dimensions [..., seq, head_dim], got shape ", x.sizes());
   TORCH_CHECK_VALUE(x.size(-1) >= 2 * half, op, ": ", name, ".shape[-1] (", x.size(-1),
                     ") is smaller than the rotary dim (", 2 * half, ")");
 }
@@ -65,11 +64,11 @@ at::Tensor broadcast_positions(const char* op, const std::optional<at::Tensor>& 
   const at::Tensor& p = *positions;
   TORCH_CHECK_TYPE(p.scalar_type() == at::kLong || p.scalar_type() == at::kInt, op,
                    ": positions must be an int32 or int64 tensor, got ", p.scalar_type());
-  TORCH_CHECK_VALUE(p.device() == x.device(), op, ": positions is on ", p.device(), " but ",
-                    x_name, " is on ", x.device());
+  TORCH_CHECK_VALUE(p.device() == x.device(), op, ": positions is on ", p.device(), " but ", x_name,
+                    " is on ", x.device());
   const at::IntArrayRef rows = x.sizes().slice(0, x.dim() - 1);
-  TORCH_CHECK_VALUE(at::is_expandable_to(p.sizes(), rows), op, ": positions of shape ",
-                    p.sizes(), " does not broadcast against ", x_name, ".shape[:-1] = ", rows,
+  TORCH_CHECK_VALUE(at::is_expandable_to(p.sizes(), rows), op, ": positions of shape ", p.sizes(),
+                    " does not broadcast against ", x_name, ".shape[:-1] = ", rows,
                     " (for a [tokens, heads, head_dim] layout pass positions[:, None])");
   return p.expand(rows);
 }
@@ -85,14 +84,14 @@ void check_inplace_pair(const char* op, const at::Tensor& q, const std::optional
                    ": q and k must have the same dtype, got ", q.scalar_type(), " and ",
                    k->scalar_type());
   TORCH_CHECK_VALUE(k->dim() >= 1 && q.dim() >= 1 && k->size(-1) == q.size(-1), op,
-                    ": q and k must have the same head size, got ", q.sizes(), " and ",
-                    k->sizes());
+                    ": q and k must have the same head size, got ", q.sizes(), " and ", k->sizes());
   TORCH_CHECK_VALUE(at::has_internal_overlap(*k) != at::MemOverlap::Yes, op,
                     ": k has overlapping elements (an expanded view?) and cannot be rotated in "
                     "place");
   const at::MemOverlapStatus overlap = at::get_overlap_status(q, *k);
-  TORCH_CHECK_VALUE(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
-                    op, ": q and k share memory; each element would be rotated twice");
+  TORCH_CHECK_VALUE(
+      overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial, op,
+      ": q and k share memory; each element would be rotated twice");
 }
 
 }  // namespace yarn_ext::detail

@@ -11,8 +11,8 @@
 namespace yarn_ext {
 namespace {
 
-void check_rope_geometry(const char* fn, int64_t dim, double base,
-                         int64_t max_position_embeddings, const char* length_name) {
+void check_rope_geometry(const char* fn, int64_t dim, double base, int64_t max_position_embeddings,
+                         const char* length_name) {
   TORCH_CHECK_VALUE(dim > 0, fn, ": dim must be positive, got ", dim);
   TORCH_CHECK_VALUE(std::isfinite(base) && base > 1, fn, ": base must be a finite number > 1, got ",
                     base);
@@ -58,8 +58,8 @@ at::Tensor linear_ramp_mask(double min, double max, int64_t dim) {
 }
 
 double get_mscale(double scale, double mscale) {
-  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "get_mscale: scale must be a finite number > 0, got ",
-                    scale);
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0,
+                    "get_mscale: scale must be a finite number > 0, got ", scale);
   TORCH_CHECK_VALUE(std::isfinite(mscale), "get_mscale: mscale must be finite, got ", mscale);
   return math::get_mscale(scale, mscale);
 }

@@ -13,7 +13,8 @@ RotationRows rotation_rows(const at::Tensor& input, const at::Tensor& output,
   int kept = 0;
   int64_t sizes[64];
   int64_t strides[kNumRotationOperands][64];
-  TORCH_CHECK_VALUE(row_dims <= 64, "yarn_ext: tensors with more than 65 dimensions are not supported");
+  TORCH_CHECK_VALUE(row_dims <= 64,
+                    "yarn_ext: tensors with more than 65 dimensions are not supported");
   for (int64_t d = row_dims - 1; d >= 0; --d) {
     const int64_t size = input.size(d);
     if (size == 1) continue;

@@ -20,6 +20,8 @@ RotationRows rotation_rows(const at::Tensor& input, const at::Tensor& output,
                            const at::Tensor& positions);
 
 // Number of rows (head vectors) of x.
-inline int64_t num_rows(const at::Tensor& x) { return x.size(-1) == 0 ? 0 : x.numel() / x.size(-1); }
+inline int64_t num_rows(const at::Tensor& x) {
+  return x.size(-1) == 0 ? 0 : x.numel() / x.size(-1);
+}
 
 }  // namespace yarn_ext::detail

@@ -19,8 +19,8 @@ def as_int(name: str, value: SupportsIndex) -> int:
 
 def as_float(name: str, value: SupportsFloat) -> float:
     """`value` as a finite Python float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
-        value, "__float__"
+    if isinstance(value, bool) or (
+        not isinstance(value, (int, float)) and not hasattr(value, "__float__")
     ):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     result = float(value)

@@ -1,4 +1,4 @@
-"""YarnEmbedding: Zeta's module API, with forward applying the rotation through yarn_ext's kernels."""
+"""YarnEmbedding: Zeta's module API; forward applies the rotation with yarn_ext's kernels."""
 
 from __future__ import annotations
 
@@ -101,8 +101,9 @@ class YarnEmbedding(nn.Module):
 
     # -- tables ----------------------------------------------------------------------------
 
-    def _set_frequencies(self, scale: float, *, yarn: bool, device: torch.device | str | None
-                         ) -> None:
+    def _set_frequencies(
+        self, scale: float, *, yarn: bool, device: torch.device | str | None
+    ) -> None:
         """inv_freq and mscale for `scale`; `yarn=False` is plain RoPE (Zeta: mscale 1)."""
         inv_freq = yarn_inv_freq(
             self.dim,
@@ -141,8 +142,7 @@ class YarnEmbedding(nn.Module):
         )
         self._build_cache(seq_len)
 
-    def _prepare(self, x: Tensor, seq_len: SupportsIndex | None, positions: Tensor | None
-                 ) -> None:
+    def _prepare(self, x: Tensor, seq_len: SupportsIndex | None, positions: Tensor | None) -> None:
         if seq_len is not None:
             self._ensure_cached(positive_int("seq_len", seq_len))
         elif positions is None and x.dim() >= 2 and x.shape[-2] > 0:

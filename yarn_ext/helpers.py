@@ -55,8 +55,8 @@ def find_correction_range(
 
 
 def linear_ramp_mask(
-    min: SupportsFloat,  # noqa: A002  (Zeta's argument names)
-    max: SupportsFloat,  # noqa: A002
+    min: SupportsFloat,
+    max: SupportsFloat,
     dim: SupportsIndex,
     *,
     device: torch.device | str | None = None,

@@ -37,8 +37,12 @@ def find_correction_range(
     return max(low, 0), min(high, dim - 1)
 
 
-def linear_ramp_mask(min: float, max: float, dim: int, dtype: torch.dtype = torch.float32  # noqa: A002
-                     ) -> Tensor:
+def linear_ramp_mask(
+    min: float,
+    max: float,
+    dim: int,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Zeta's ramp; float32 reproduces Zeta's tensor arithmetic."""
     if min == max:
         max += 0.001

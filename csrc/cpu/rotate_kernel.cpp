@@ -104,8 +104,9 @@ void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Te
     int64_t offsets[detail::kNumRotationOperands];
     for (int64_t r = begin; r < end; ++r) {
       rows.offsets(r, offsets);
-      const int64_t position = pos != nullptr ? static_cast<int64_t>(pos[offsets[detail::kPositions]])
-                                              : offsets[detail::kPositions];
+      const int64_t position = pos != nullptr
+                                   ? static_cast<int64_t>(pos[offsets[detail::kPositions]])
+                                   : offsets[detail::kPositions];
       rotate_row<scalar_t, acc_t>(in + offsets[detail::kInput], out + offsets[detail::kOutput],
                                   shape, tables.row(position));
     }
@@ -116,13 +117,16 @@ void rotate_into(const at::Tensor& input, const at::Tensor& output, const at::Te
                  const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
                  bool interleaved) {
   if (input.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "yarn_ext_rotate", [&] {
-    if (positions.defined() && positions.scalar_type() == at::kInt) {
-      rotate_rows<scalar_t, int32_t>(input, output, positions, cache, inv_freq, mscale, interleaved);
-    } else {
-      rotate_rows<scalar_t, int64_t>(input, output, positions, cache, inv_freq, mscale, interleaved);
-    }
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "yarn_ext_rotate", [&] {
+        if (positions.defined() && positions.scalar_type() == at::kInt) {
+          rotate_rows<scalar_t, int32_t>(input, output, positions, cache, inv_freq, mscale,
+                                         interleaved);
+        } else {
+          rotate_rows<scalar_t, int64_t>(input, output, positions, cache, inv_freq, mscale,
+                                         interleaved);
+        }
+      });
 }
 
 at::Tensor rotate_cpu(const at::Tensor& x, const at::Tensor& cos_sin_cache,
@@ -148,7 +152,8 @@ void rotate_inplace_cpu(const at::Tensor& q, const std::optional<at::Tensor>& k,
   if (has_k) detail::check_rotated(kOp, "k", *k, inv_freq, half);
   detail::check_inplace_pair(kOp, q, k);
   const at::Tensor q_pos = detail::broadcast_positions(kOp, positions, q, "q");
-  const at::Tensor k_pos = has_k ? detail::broadcast_positions(kOp, positions, *k, "k") : at::Tensor();
+  const at::Tensor k_pos =
+      has_k ? detail::broadcast_positions(kOp, positions, *k, "k") : at::Tensor();
 
   rotate_into(q, q, q_pos, cos_sin_cache, inv_freq, mscale, interleaved);
   if (has_k) rotate_into(*k, *k, k_pos, cos_sin_cache, inv_freq, mscale, interleaved);

@@ -33,9 +33,8 @@ at::Tensor rotate_meta(const at::Tensor& x, const at::Tensor& cos_sin_cache,
 }
 
 void rotate_inplace_meta(const at::Tensor& q, const std::optional<at::Tensor>& k,
-                         const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
-                         double mscale, const std::optional<at::Tensor>& positions,
-                         bool /*interleaved*/) {
+                         const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq, double mscale,
+                         const std::optional<at::Tensor>& positions, bool /*interleaved*/) {
   constexpr const char* kOp = "yarn_ext.rotate_inplace";
   const int64_t half = detail::check_tables(kOp, cos_sin_cache, inv_freq, mscale);
   detail::check_rotated(kOp, "q", q, inv_freq, half);

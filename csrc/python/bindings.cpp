@@ -31,10 +31,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("dim"), py::arg("base"), py::arg("max_position_embeddings"));
   m.def(
       "find_correction_range",
-      [](double low_rot, double high_rot, int64_t dim, double base,
-         int64_t max_position_embeddings, bool truncate) -> py::tuple {
-        const auto [low, high] = yarn_ext::find_correction_range(
-            low_rot, high_rot, dim, base, max_position_embeddings, truncate);
+      [](double low_rot, double high_rot, int64_t dim, double base, int64_t max_position_embeddings,
+         bool truncate) -> py::tuple {
+        const auto [low, high] = yarn_ext::find_correction_range(low_rot, high_rot, dim, base,
+                                                                 max_position_embeddings, truncate);
         if (truncate) {
           return py::make_tuple(static_cast<int64_t>(low), static_cast<int64_t>(high));
         }

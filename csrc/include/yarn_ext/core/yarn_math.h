@@ -45,7 +45,8 @@ YARN_HOST_DEVICE inline CorrectionRange find_correction_range(double low_rot, do
     low = floor(low);
     high = ceil(high);
   }
-  return {low < 0 ? 0.0 : low, high > static_cast<double>(dim - 1) ? static_cast<double>(dim - 1) : high};
+  return {low < 0 ? 0.0 : low,
+          high > static_cast<double>(dim - 1) ? static_cast<double>(dim - 1) : high};
 }
 
 // Element i of Zeta's linear_ramp_mask. T = float reproduces Zeta's float32 tensor arithmetic
@@ -83,13 +84,15 @@ YARN_HOST_DEVICE inline FrequencyParams make_frequency_params(
 // Frequency i: a blend of the original (extrapolated) and the scaled (interpolated) frequency;
 // the ramp keeps fast-rotating dimensions original and slow ones interpolated.
 YARN_HOST_DEVICE inline double inv_freq(const FrequencyParams& p, int64_t i) {
-  const double extrapolation = 1.0 / pow(p.base, static_cast<double>(2 * i) / static_cast<double>(p.dim));
+  const double extrapolation =
+      1.0 / pow(p.base, static_cast<double>(2 * i) / static_cast<double>(p.dim));
   const double interpolation = extrapolation / p.scale;
   const double mask =
       (1.0 - linear_ramp<double>(i, p.ramp_low, p.ramp_high)) * p.extrapolation_factor;
-  // interpolation * (1 - mask) + extrapolation * mask, written as a lerp from the extrapolated
-  // frequency so that plain RoPE (scale 1) and fully extrapolated dimensions are exact.
-  return extrapolation + (interpolation - extrapolation) * (1.0 - mask);
+  // Both terms are non-negative for mask in [0, 1], so this form has no cancellation (a lerp
+  // written as extrapolation + (interpolation - extrapolation) * (1 - mask) loses ~log2(scale)
+  // bits where the ramp is partial).
+  return interpolation * (1.0 - mask) + extrapolation * mask;
 }
 
 // position * inv_freq formed in float64 and reduced to about [-pi, pi]. A float32 angle is off by
@@ -101,8 +104,9 @@ YARN_HOST_DEVICE inline double reduced_angle(int64_t position, double frequency)
 }
 
 // cos and sin of one (position, frequency), multiplied by the attention scale, in float64.
-YARN_HOST_DEVICE inline void scaled_cos_sin(int64_t position, double frequency, double attention_scale,
-                                            double* cos_out, double* sin_out) {
+YARN_HOST_DEVICE inline void scaled_cos_sin(int64_t position, double frequency,
+                                            double attention_scale, double* cos_out,
+                                            double* sin_out) {
   const double angle = reduced_angle(position, frequency);
   *cos_out = cos(angle) * attention_scale;
   *sin_out = sin(angle) * attention_scale;
@@ -112,8 +116,9 @@ YARN_HOST_DEVICE inline void scaled_cos_sin(int64_t position, double frequency, 
 // The cache kernels write rows of the cache with it; the rotation kernels use it for positions
 // outside the cache, so both paths produce the same values bit for bit.
 template <typename T>
-YARN_HOST_DEVICE inline void fill_cos_sin_row(int64_t position, const double* frequencies, int64_t half,
-                                              double attention_scale, T* cos_row, T* sin_row) {
+YARN_HOST_DEVICE inline void fill_cos_sin_row(int64_t position, const double* frequencies,
+                                              int64_t half, double attention_scale, T* cos_row,
+                                              T* sin_row) {
   for (int64_t i = 0; i < half; ++i) {
     double c, s;
     scaled_cos_sin(position, frequencies[i], attention_scale, &c, &s);

@@ -1,0 +1,30 @@
+"""Test helpers shared by the test modules. The oracle is yarn_ext.reference (float64)."""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    """Seeded N(0, 1) values, drawn in float64 and rounded to dtype."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def assert_matches_reference(
+    actual: torch.Tensor, expected: torch.Tensor, x: torch.Tensor, mscale: float
+) -> None:
+    """actual (any float dtype) against the float64 `expected` for input x.
+
+    Bound: the output is rounded once to its dtype and the float32 arithmetic costs a few ulps,
+    so the error stays below 4 ulps of the largest possible output magnitude. float64 inputs are
+    float64 throughout, so their bound is near float64 rounding.
+    """
+    assert actual.shape == expected.shape
+    assert not torch.isnan(actual).any(), "an output element was never written"
+    magnitude = x.abs().max().double().item() * max(abs(mscale), 1.0) + 1e-30
+    eps = 1e-13 if actual.dtype == torch.float64 else torch.finfo(actual.dtype).eps * 4
+    error = (actual.double() - expected).abs().max().item()
+    assert error <= eps * magnitude, f"max |error| {error:.3e} > {eps * magnitude:.3e}"

@@ -1,0 +1,165 @@
+"""Bad input raises a Python exception naming the argument; a failing in-place call changes
+nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import yarn_ext
+from yarn_ext import YarnEmbedding, ops
+
+from .support import randn
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"dim": 7}, ValueError, "dim"),
+        ({"dim": 0}, ValueError, "dim"),
+        ({"dim": -4}, ValueError, "dim"),
+        ({"dim": 8.5}, TypeError, "dim"),
+        ({"dim": 8, "base": 1}, ValueError, "base"),
+        ({"dim": 8, "base": 0.5}, ValueError, "base"),
+        ({"dim": 8, "max_position_embeddings": 0}, ValueError, "max_position_embeddings"),
+        (
+            {"dim": 8, "original_max_position_embeddings": -1},
+            ValueError,
+            "original_max_position_embeddings",
+        ),
+        ({"dim": 8, "finetuned": True, "scaling_factor": 0}, ValueError, "scaling_factor"),
+        ({"dim": 8, "finetuned": True, "scaling_factor": -2.0}, ValueError, "scaling_factor"),
+        ({"dim": 8, "scaling_factor": 2.0}, ValueError, "scaling_factor"),
+        ({"dim": 8, "beta_fast": 1, "beta_slow": 32}, ValueError, "beta_fast"),
+        ({"dim": 8, "beta_fast": 0, "beta_slow": 0}, ValueError, "beta_fast"),
+        ({"dim": 8, "attention_factor": float("nan")}, ValueError, "attention_factor"),
+        ({"dim": 8, "base": "big"}, TypeError, "base"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, name) -> None:
+    with pytest.raises(error, match=name):
+        YarnEmbedding(**kwargs)
+
+
+@pytest.mark.parametrize("seq_len", [0, -3])
+def test_non_positive_seq_len(seq_len) -> None:
+    m = YarnEmbedding(8, max_position_embeddings=4)
+    with pytest.raises(ValueError, match="seq_len"):
+        m(randn(2, 4, 8), seq_len=seq_len)
+    with pytest.raises(ValueError, match="seq_len"):
+        m.cos_sin(seq_len)
+
+
+@pytest.mark.parametrize(
+    ("fn", "error", "name"),
+    [
+        (lambda: yarn_ext.find_correction_dim(0, 64), ValueError, "num_rotations"),
+        (lambda: yarn_ext.find_correction_dim(8, 0), ValueError, "dim"),
+        (lambda: yarn_ext.find_correction_dim(8, 64, base=1), ValueError, "base"),
+        (
+            lambda: yarn_ext.find_correction_dim(8, 64, 10000, 0),
+            ValueError,
+            "max_position_embeddings",
+        ),
+        (lambda: yarn_ext.find_correction_range(-1, 1, 64), ValueError, "low_rot"),
+        (lambda: yarn_ext.find_correction_range(32, "1", 64), TypeError, "high_rot"),
+        (lambda: yarn_ext.linear_ramp_mask(0, 1, -1), ValueError, "dim"),
+        (lambda: yarn_ext.linear_ramp_mask(float("inf"), 1, 4), ValueError, "min"),
+        (lambda: yarn_ext.get_mscale(0), ValueError, "scale"),
+        (lambda: yarn_ext.get_mscale(2, float("nan")), ValueError, "mscale"),
+    ],
+)
+def test_bad_helper_arguments(fn, error, name) -> None:
+    with pytest.raises(error, match=name):
+        fn()
+
+
+@pytest.fixture
+def rope() -> YarnEmbedding:
+    return YarnEmbedding(16, max_position_embeddings=32)
+
+
+@pytest.mark.parametrize(
+    ("x", "positions", "error", "name"),
+    [
+        (torch.ones(2, 4, 16, dtype=torch.int32), None, TypeError, "x must be float"),
+        (torch.ones(2, 4, 12), None, ValueError, r"x.shape\[-1\]"),
+        (torch.ones(16), None, ValueError, "x must have at least 2 dimensions"),
+        (torch.ones(2, 4, 16), torch.zeros(4), TypeError, "positions"),
+        (torch.ones(2, 4, 16), torch.zeros(3, dtype=torch.long), ValueError, "positions"),
+        (torch.ones(2, 4, 16), torch.zeros(2, 2, 4, dtype=torch.long), ValueError, "positions"),
+        (
+            torch.ones(2, 4, 16),
+            torch.zeros(4, dtype=torch.long, device="meta"),
+            ValueError,
+            "positions",
+        ),
+        (torch.ones(2, 4, 16, device="meta"), None, ValueError, "x is on meta"),
+    ],
+)
+def test_bad_forward_inputs(rope, x, positions, error, name) -> None:
+    with pytest.raises(error, match=name):
+        rope(x, positions=positions)
+
+
+def assert_unchanged_after(fn, *tensors: torch.Tensor, error=Exception, match: str = "") -> None:
+    before = [t.clone() for t in tensors]
+    with pytest.raises(error, match=match):
+        fn()
+    for old, new in zip(before, tensors, strict=True):
+        assert torch.equal(old, new), "a failed in-place call changed its input"
+
+
+def test_failed_in_place_calls_change_nothing(rope) -> None:
+    q, k = randn(4, 2, 16), randn(4, 1, 16, seed=1)
+    pos = torch.arange(4)[:, None]
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, k.double(), pos), q, k, error=TypeError, match="dtype"
+    )
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, randn(4, 1, 12), pos),
+        q,
+        k,
+        error=ValueError,
+        match="head size|k.shape",
+    )
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, k.to("meta"), pos), q, k, error=ValueError, match="k is on meta"
+    )
+    # positions broadcast against q's rows but not against k's
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, randn(4, 3, 5, 16), torch.arange(4)[:, None]),
+        q,
+        error=ValueError,
+        match="positions",
+    )
+    assert_unchanged_after(lambda: rope.rotate_(q, q, pos), q, error=ValueError, match="share")
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, k, pos.float()), q, k, error=TypeError, match="positions"
+    )
+    expanded = randn(1, 1, 16).expand(4, 2, 16)
+    assert_unchanged_after(
+        lambda: rope.rotate_(expanded, None, pos), expanded, error=ValueError, match="overlapping"
+    )
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, expanded, pos), q, error=ValueError, match="k has overlapping"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda c, f: ops.rotate(randn(2, 16), c, f.float(), 1.0), TypeError, "inv_freq"),
+        (lambda c, f: ops.rotate(randn(2, 16), c.double(), f, 1.0), TypeError, "cos_sin_cache"),
+        (lambda c, f: ops.rotate(randn(2, 16), c[:, :8], f, 1.0), ValueError, "cos_sin_cache"),
+        (lambda c, f: ops.rotate(randn(2, 16), c.t(), f, 1.0), ValueError, "cos_sin_cache"),
+        (lambda c, f: ops.rotate(randn(2, 16), c, f, float("inf")), ValueError, "mscale"),
+        (lambda c, f: ops.build_cos_sin_cache(f, -1, 1.0), ValueError, "num_positions"),
+        (lambda c, f: ops.build_cos_sin_cache(f[:0], 4, 1.0), ValueError, "inv_freq"),
+    ],
+)
+def test_bad_operator_arguments(call, error, name) -> None:
+    inv_freq = yarn_ext.yarn_inv_freq(16)
+    cache = ops.build_cos_sin_cache(inv_freq, 8, 1.0)
+    with pytest.raises(error, match=name):
+        call(cache, inv_freq)

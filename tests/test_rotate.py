@@ -1,0 +1,185 @@
+"""The rotation operators (out of place and in place) against the float64 reference, over
+dtypes, styles, partial rotary, layouts and positions. Outputs are NaN-poisoned (`poison`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import yarn_ext
+from yarn_ext import ops, reference
+
+from .support import FLOAT_DTYPES, assert_matches_reference, randn
+
+pytestmark = pytest.mark.usefixtures("poison")
+
+
+def tables(dim: int, cached: int, scale: float = 4.0, base: float = 1e6, mscale: float = 1.25):
+    inv_freq = yarn_ext.yarn_inv_freq(dim, base, scale, 4096)
+    return ops.build_cos_sin_cache(inv_freq, cached, mscale), inv_freq, mscale
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize(("head_size", "dim"), [(64, 64), (96, 64), (70, 2), (128, 128), (66, 64)])
+def test_rotate_dtypes_styles_partial(dtype, interleaved, head_size, dim) -> None:
+    cache, inv_freq, mscale = tables(dim, 512)
+    x = randn(3, 40, head_size, dtype=dtype)
+    out = ops.rotate(x, cache, inv_freq, mscale, interleaved=interleaved)
+    assert out.dtype == dtype and out.shape == x.shape
+    want = reference.rotate(x, inv_freq, mscale, interleaved=interleaved)
+    assert_matches_reference(out, want, x, mscale)
+    # partial rotary: the features past dim are copied exactly
+    assert torch.equal(out[..., dim:], x[..., dim:])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rotate_inplace_q_and_k_with_different_head_counts(dtype, interleaved) -> None:
+    cache, inv_freq, mscale = tables(128, 256)
+    tokens = 37
+    positions = torch.randint(0, 256, (tokens,), generator=torch.Generator().manual_seed(1))
+    q, k = randn(tokens, 32, 128, dtype=dtype), randn(tokens, 8, 128, dtype=dtype, seed=1)
+    want_q = reference.rotate(q, inv_freq, mscale, positions[:, None], interleaved)
+    want_k = reference.rotate(k, inv_freq, mscale, positions[:, None], interleaved)
+    q_in, k_in = q.clone(), k.clone()
+    ops.rotate_inplace(q, k, cache, inv_freq, mscale, positions[:, None], interleaved)
+    assert_matches_reference(q, want_q, q_in, mscale)
+    assert_matches_reference(k, want_k, k_in, mscale)
+    # in place and out of place compute the same values
+    assert torch.equal(
+        q, ops.rotate(q_in, cache, inv_freq, mscale, positions[:, None], interleaved)
+    )
+
+
+def test_rotate_inplace_without_k() -> None:
+    cache, inv_freq, mscale = tables(64, 64)
+    q = randn(2, 4, 16, 64)
+    q_in = q.clone()
+    ops.rotate_inplace(q, None, cache, inv_freq, mscale)
+    assert_matches_reference(q, reference.rotate(q_in, inv_freq, mscale), q_in, mscale)
+
+
+@pytest.mark.parametrize("position_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize(
+    ("shape", "positions_shape"),
+    [
+        ((50, 64), (50,)),  # [S, D]
+        ((2, 50, 64), (50,)),  # [B, S, D], one sequence for the batch
+        ((2, 50, 64), (2, 50)),  # [B, S, D], per-sequence positions
+        ((2, 4, 50, 64), (2, 1, 50)),  # [B, H, S, D]
+        ((2, 50, 4, 64), (2, 50, 1)),  # [B, S, H, D]
+        ((50, 4, 64), (50, 1)),  # [T, H, D]
+        ((2, 3, 5, 7, 64), (3, 1, 7)),  # more dimensions than anyone uses
+        ((2, 50, 64), ()),  # one position for everything
+    ],
+)
+def test_positions_broadcast(position_dtype, shape, positions_shape) -> None:
+    cache, inv_freq, mscale = tables(64, 100)
+    x = randn(*shape)
+    generator = torch.Generator().manual_seed(2)
+    positions = torch.randint(0, 100, positions_shape, generator=generator, dtype=position_dtype)
+    out = ops.rotate(x, cache, inv_freq, mscale, positions)
+    assert_matches_reference(out, reference.rotate(x, inv_freq, mscale, positions), x, mscale)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_positions_outside_the_cache_are_computed(dtype) -> None:
+    cache, inv_freq, mscale = tables(64, 16)
+    positions = torch.tensor(
+        [0, 15, 16, 17, 1000, 2**20, 2**31 + 5, 2**40, -1, -16, -(2**33), 7], dtype=torch.int64
+    )
+    x = randn(positions.numel(), 3, 64, dtype=dtype)
+    out = ops.rotate(x, cache, inv_freq, mscale, positions[:, None])
+    want = reference.rotate(x, inv_freq, mscale, positions[:, None])
+    if dtype == torch.float64:
+        # the float64 angle itself is only good to ~1e-16 * |angle| (2e-4 rad at 2^40 * 0.9)
+        torch.testing.assert_close(out, want, atol=1e-3, rtol=0)
+        near = positions.abs() < 2**21
+        assert_matches_reference(out[near], want[near], x[near], mscale)
+    else:
+        assert_matches_reference(out, want, x, mscale)
+
+
+def test_on_the_fly_values_equal_cached_values_bit_for_bit() -> None:
+    inv_freq = yarn_ext.yarn_inv_freq(128, 1e6, 4.0, 32768)
+    big = ops.build_cos_sin_cache(inv_freq, 3000, 1.1)
+    small = ops.build_cos_sin_cache(inv_freq, 10, 1.1)
+    x = randn(2000, 2, 128)
+    positions = torch.arange(1000, 3000)[:, None]
+    from_cache = ops.rotate(x, big, inv_freq, 1.1, positions)
+    on_the_fly = ops.rotate(x, small, inv_freq, 1.1, positions)
+    assert torch.equal(from_cache, on_the_fly)
+
+
+def test_fused_qkv_slices_in_place_leave_v_untouched() -> None:
+    cache, inv_freq, mscale = tables(128, 64)
+    tokens, hq, hk = 19, 8, 2
+    qkv = randn(tokens, hq + 2 * hk, 128)
+    original = qkv.clone()
+    q, k = qkv[:, :hq], qkv[:, hq : hq + hk]
+    positions = torch.arange(tokens)[:, None] + 40  # some past the cache
+    ops.rotate_inplace(q, k, cache, inv_freq, mscale, positions)
+    assert_matches_reference(
+        qkv[:, :hq],
+        reference.rotate(original[:, :hq], inv_freq, mscale, positions),
+        original,
+        mscale,
+    )
+    assert_matches_reference(
+        qkv[:, hq : hq + hk],
+        reference.rotate(original[:, hq : hq + hk], inv_freq, mscale, positions),
+        original,
+        mscale,
+    )
+    assert torch.equal(qkv[:, hq + hk :], original[:, hq + hk :])
+
+
+@pytest.mark.parametrize(
+    "make_view",
+    [
+        lambda t: t.transpose(1, 2),  # [B, S, H, D] storage seen as [B, H, S, D]
+        lambda t: t[:, ::2],  # strided along a row dimension
+        lambda t: t[..., ::2],  # strided along the head dimension itself
+        lambda t: t.permute(2, 0, 1, 3),
+    ],
+)
+@pytest.mark.parametrize("in_place", [False, True])
+def test_non_contiguous_layouts(make_view, in_place) -> None:
+    cache, inv_freq, mscale = tables(32, 64)
+    base = randn(3, 10, 6, 64)
+    x = make_view(base)
+    x_in = x.clone()
+    want = reference.rotate(x_in, inv_freq, mscale)
+    if in_place:
+        ops.rotate_inplace(x, None, cache, inv_freq, mscale)
+        out = x
+    else:
+        out = ops.rotate(x, cache, inv_freq, mscale)
+    assert_matches_reference(out, want, x_in, mscale)
+
+
+def test_empty_tensors_are_a_no_op() -> None:
+    cache, inv_freq, mscale = tables(64, 8)
+    x = torch.empty(0, 4, 64)
+    assert ops.rotate(x, cache, inv_freq, mscale).shape == (0, 4, 64)
+    q, k = torch.empty(2, 0, 64), torch.empty(2, 0, 64)
+    ops.rotate_inplace(q, k, cache, inv_freq, mscale)
+    positions = torch.empty(0, 1, dtype=torch.int64)
+    ops.rotate_inplace(torch.empty(0, 4, 64), None, cache, inv_freq, mscale, positions)
+
+
+def test_many_rows_use_all_threads_and_agree() -> None:
+    # large enough to be split over threads; single- and multi-threaded results are identical
+    cache, inv_freq, mscale = tables(128, 4096)
+    x = randn(4096, 8, 128)
+    positions = torch.arange(4096)[:, None]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = ops.rotate(x, cache, inv_freq, mscale, positions)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = ops.rotate(x, cache, inv_freq, mscale, positions)
+    assert torch.equal(serial, parallel)
+    assert_matches_reference(parallel, reference.rotate(x, inv_freq, mscale, positions), x, mscale)
