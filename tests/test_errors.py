@@ -134,6 +134,13 @@ def test_failed_in_place_calls_change_nothing(rope) -> None:
         match="positions",
     )
     assert_unchanged_after(lambda: rope.rotate_(q, q, pos), q, error=ValueError, match="share")
+    fused = randn(4, 6, 16)
+    assert_unchanged_after(
+        lambda: rope.rotate_(fused[:, :2], fused[:, :2], pos),
+        fused,
+        error=ValueError,
+        match="share",
+    )
     assert_unchanged_after(
         lambda: rope.rotate_(q, k, pos.float()), q, k, error=TypeError, match="positions"
     )
