@@ -58,8 +58,8 @@ at::Tensor linear_ramp_mask(double min, double max, int64_t dim) {
 }
 
 double get_mscale(double scale, double mscale) {
-  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0,
-                    "get_mscale: scale must be a finite number > 0, got ", scale);
+  // Any scale <= 1 (no extension) gives 1, as the formula says; only NaN/inf are rejected.
+  TORCH_CHECK_VALUE(std::isfinite(scale), "get_mscale: scale must be finite, got ", scale);
   TORCH_CHECK_VALUE(std::isfinite(mscale), "get_mscale: mscale must be finite, got ", mscale);
   return math::get_mscale(scale, mscale);
 }

@@ -15,9 +15,11 @@ using RotationRows = StridedRows<kNumRotationOperands>;
 // Rows of `input` and `output` (same shape) and of `positions` (already expanded to
 // input.shape[:-1]). With positions undefined, the positions slot gets stride 1 along dim -2 and
 // 0 elsewhere, so a row's "positions offset" is its index along dim -2: the implicit position.
-// Size-1 dimensions are dropped and dimensions that are contiguous for every operand merged.
-RotationRows rotation_rows(const at::Tensor& input, const at::Tensor& output,
-                           const at::Tensor& positions);
+// Size-1 dimensions are dropped and dimensions that are contiguous for every operand merged; a
+// layout that still has more than kMaxRowDims dimensions is rejected (naming `name`), which is
+// why every kernel builds its layouts before it writes anything.
+RotationRows rotation_rows(const char* op, const char* name, const at::Tensor& input,
+                           const at::Tensor& output, const at::Tensor& positions);
 
 // Number of rows (head vectors) of x.
 inline int64_t num_rows(const at::Tensor& x) {

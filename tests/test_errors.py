@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import yarn_ext
-from yarn_ext import YarnEmbedding, ops
+from yarn_ext import YarnEmbedding, ops, reference
 
 from .support import randn
 
@@ -18,7 +18,8 @@ from .support import randn
         ({"dim": 7}, ValueError, "dim"),
         ({"dim": 0}, ValueError, "dim"),
         ({"dim": -4}, ValueError, "dim"),
-        ({"dim": 8.5}, TypeError, "dim"),
+        ({"dim": 8.5}, ValueError, "dim"),
+        ({"dim": True}, TypeError, "dim"),
         ({"dim": 8, "base": 1}, ValueError, "base"),
         ({"dim": 8, "base": 0.5}, ValueError, "base"),
         ({"dim": 8, "max_position_embeddings": 0}, ValueError, "max_position_embeddings"),
@@ -65,7 +66,7 @@ def test_non_positive_seq_len(seq_len) -> None:
         (lambda: yarn_ext.find_correction_range(32, "1", 64), TypeError, "high_rot"),
         (lambda: yarn_ext.linear_ramp_mask(0, 1, -1), ValueError, "dim"),
         (lambda: yarn_ext.linear_ramp_mask(float("inf"), 1, 4), ValueError, "min"),
-        (lambda: yarn_ext.get_mscale(0), ValueError, "scale"),
+        (lambda: yarn_ext.get_mscale(float("inf")), ValueError, "scale"),
         (lambda: yarn_ext.get_mscale(2, float("nan")), ValueError, "mscale"),
     ],
 )
@@ -170,3 +171,77 @@ def test_bad_operator_arguments(call, error, name) -> None:
     cache = ops.build_cos_sin_cache(inv_freq, 8, 1.0)
     with pytest.raises(error, match=name):
         call(cache, inv_freq)
+
+
+def unmergeable(device: str = "cpu") -> torch.Tensor:
+    """A view with 13 row dimensions that no stride pattern lets merge."""
+    return randn(*[3] * 13, 16).to(device)[(slice(0, 2),) * 13]
+
+
+def test_layout_errors_come_before_any_write(rope) -> None:
+    q = randn(4, 2, 16)
+    k = unmergeable()
+    assert_unchanged_after(
+        lambda: rope.rotate_(q, k, torch.tensor(5)), q, k, error=ValueError, match="layout of k"
+    )
+    with pytest.raises(ValueError, match="layout of x"):
+        rope(unmergeable(), positions=torch.tensor(5))
+    # the Meta kernels enforce the same limit, so tracing rejects what eager rejects
+    with pytest.raises(ValueError, match="layout of x"):
+        rope.to("meta")(unmergeable("meta"), positions=torch.tensor(5, device="meta"))
+
+
+def test_many_size_one_dimensions_are_fine(rope) -> None:
+    q, k = randn(2, 16), randn(*[1] * 70, 2, 16)
+    want = reference.rotate(k, rope.inv_freq, rope.mscale, torch.tensor(5))
+    rope.rotate_(q, k, torch.tensor(5))
+    assert (k.double() - want).abs().max() < 1e-6
+
+
+def test_partially_overlapping_q_and_k_are_rejected(rope) -> None:
+    fused = randn(4, 2, 48)
+    pos = torch.arange(4)[:, None]
+    assert_unchanged_after(
+        lambda: rope.rotate_(fused[..., 0:32], fused[..., 16:48], pos),
+        fused,
+        error=ValueError,
+        match="share memory",
+    )
+    # disjoint interleaved views of one tensor are fine: alternate heads as q and k
+    qk = randn(4, 6, 16)
+    rope.rotate_(qk[:, 0::2], qk[:, 1::2], pos)
+
+
+def test_module_state_survives_a_failed_call(rope) -> None:
+    inv_freq, cache = rope.inv_freq.clone(), rope.cos_sin_cache.clone()
+    state = (rope.scale, rope.mscale, rope.max_seq_len_cached)
+    with pytest.raises(TypeError):
+        rope(torch.ones(2, 100, 16, dtype=torch.int32))  # would grow the cache to 100
+    with pytest.raises(TypeError):
+        rope.rotate_(randn(1, 100, 16), randn(1, 100, 16, dtype=torch.float64))
+    assert (rope.scale, rope.mscale, rope.max_seq_len_cached) == state
+    assert torch.equal(rope.inv_freq, inv_freq) and torch.equal(rope.cos_sin_cache, cache)
+
+
+def test_in_place_rotation_refuses_to_break_autograd(rope) -> None:
+    leaf = randn(4, 2, 16).requires_grad_()
+    q = leaf * 1.0
+    with pytest.raises(RuntimeError, match="forward"):
+        rope.rotate_(q, None, torch.arange(4)[:, None])
+    with pytest.raises(RuntimeError, match="requires grad"):
+        rope.rotate_(randn(4, 2, 16), leaf, torch.arange(4)[:, None])
+    with pytest.raises(RuntimeError, match="requires grad"):
+        rope(leaf)
+    with torch.no_grad():
+        rope.rotate_(leaf.detach().clone(), None, torch.arange(4)[:, None])
+
+
+def test_in_place_rotation_bumps_version_counters(rope) -> None:
+    weight = randn(4, 2, 16).requires_grad_()
+    q, k = randn(4, 2, 16), randn(4, 1, 16)
+    product = (weight * q).sum()  # autograd saves q for the backward pass
+    versions = (q._version, k._version)
+    rope.rotate_(q, k, torch.arange(4)[:, None])
+    assert q._version > versions[0] and k._version > versions[1]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        product.backward()

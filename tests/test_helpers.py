@@ -79,6 +79,19 @@ def test_get_mscale_is_bit_identical(scale: float, mscale: float) -> None:
     assert yarn_ext.get_mscale() == 1.0
 
 
+@pytest.mark.parametrize("scale", [0, -3.0, 1])
+def test_get_mscale_is_one_without_extension(scale: float) -> None:
+    assert yarn_ext.get_mscale(scale) == reference.get_mscale(scale) == 1.0
+
+
+def test_integral_floats_are_accepted_where_configs_carry_them() -> None:
+    assert yarn_ext.find_correction_dim(8, 256.0, 10000, 2048.0) == reference.find_correction_dim(
+        8, 256, 10000, 2048
+    )
+    rope = yarn_ext.YarnEmbedding(64.0, max_position_embeddings=4096.0)
+    assert rope.dim == 64 and rope.max_seq_len_cached == 4096
+
+
 @pytest.mark.parametrize(
     ("dim", "base", "scale", "original", "betas", "truncate", "extrapolation"),
     [

@@ -301,3 +301,31 @@ def test_real_model_configuration_qwen3() -> None:
     out = m(q, positions=positions[:, None])
     want = reference.rotate(q, m.inv_freq, m.mscale, positions[:, None])
     assert_matches_reference(out, want, q, m.mscale)
+
+
+def test_growth_never_lowers_the_scale() -> None:
+    # cache shorter than the original context: growing within it stays plain RoPE
+    m = YarnEmbedding(32, max_position_embeddings=32, original_max_position_embeddings=2048)
+    m(randn(64, 32))
+    check_tables(m, scale=1.0, mscale=1.0, cached=64)
+    # a static scaling_factor larger than seq_len / original stays in force
+    m = YarnEmbedding(
+        32,
+        max_position_embeddings=512,
+        original_max_position_embeddings=256,
+        finetuned=True,
+        scaling_factor=8.0,
+    )
+    m.cos_sin(600)
+    check_tables(m, scale=8.0, mscale=0.1 * math.log(8.0) + 1.0, cached=600)
+    m.cos_sin(4096)  # 4096 / 256 = 16 > 8: dynamic YaRN takes over
+    check_tables(m, scale=16.0, mscale=0.1 * math.log(16.0) + 1.0, cached=4096)
+
+
+def test_rotate_in_place_grows_for_the_longer_of_q_and_k() -> None:
+    m = YarnEmbedding(32, max_position_embeddings=8, original_max_position_embeddings=8)
+    q, k = randn(1, 2, 4, 32), randn(1, 1, 20, 32, seed=1)
+    k_in = k.clone()
+    m.rotate_(q, k)
+    check_tables(m, scale=2.5, mscale=0.1 * math.log(2.5) + 1.0, cached=20)
+    assert_matches_reference(k, reference.rotate(k_in, m.inv_freq, m.mscale), k_in, m.mscale)

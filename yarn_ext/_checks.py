@@ -7,10 +7,15 @@ import operator
 from typing import SupportsFloat, SupportsIndex
 
 
-def as_int(name: str, value: SupportsIndex) -> int:
-    """`value` as a Python int; bools and non-integral numbers are rejected."""
+def as_int(name: str, value: SupportsIndex | float) -> int:
+    """`value` as a Python int. Integral floats (2048.0, as configs sometimes carry) are
+    accepted; bools, fractions and non-numbers are rejected."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, got bool")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value}")
+        return int(value)
     try:
         return operator.index(value)
     except TypeError:
@@ -29,7 +34,7 @@ def as_float(name: str, value: SupportsFloat) -> float:
     return result
 
 
-def positive_int(name: str, value: SupportsIndex) -> int:
+def positive_int(name: str, value: SupportsIndex | float) -> int:
     result = as_int(name, value)
     if result <= 0:
         raise ValueError(f"{name} must be positive, got {result}")

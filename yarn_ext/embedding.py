@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import SupportsFloat, SupportsIndex
+from typing import NamedTuple, SupportsFloat, SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,15 @@ from torch import Tensor, nn
 from yarn_ext import ops
 from yarn_ext._checks import as_float, as_int, positive_float, positive_int
 from yarn_ext.helpers import get_mscale, yarn_inv_freq
+
+
+class _Tables(NamedTuple):
+    """What the kernels read: float64 inv_freq, the float32 cache, and how they were made."""
+
+    inv_freq: Tensor
+    cos_sin_cache: Tensor
+    scale: float
+    mscale: float
 
 
 class YarnEmbedding(nn.Module):
@@ -36,14 +45,19 @@ class YarnEmbedding(nn.Module):
         max_seq_len_cached: positions in the cache. cos_sin_cache: float32 [positions, dim],
             mscale * cos in columns [0, dim/2) and mscale * sin in [dim/2, dim).
 
-    A forward call that needs more positions than are cached (seq_len > max_seq_len_cached)
-    recomputes YaRN with scale seq_len / original_max_position_embeddings and rebuilds the cache
-    (dynamic YaRN, as in Zeta); the cache only grows. Positions outside the cache that are given
-    explicitly are computed on the fly with the current frequencies.
+    A call that needs more positions than are cached (seq_len > max_seq_len_cached) recomputes
+    YaRN with scale seq_len / original_max_position_embeddings and rebuilds the cache (dynamic
+    YaRN, as in Zeta); the cache only grows, and the scale never drops (where seq_len / original
+    is below the current scale only the cache is extended). Positions outside the cache that are
+    given explicitly are computed on the fly with the current frequencies. A call that raises
+    leaves the module unchanged.
     """
 
     inv_freq: Tensor
     cos_sin_cache: Tensor
+    scale: float
+    mscale: float
+    max_seq_len_cached: int
 
     def __init__(
         self,
@@ -94,21 +108,22 @@ class YarnEmbedding(nn.Module):
             static_scale = self.scaling_factor or (
                 self.max_position_embeddings / self.original_max_position_embeddings
             )
-            self._set_frequencies(static_scale, yarn=True, device=device)
+            tables = self._make_tables(static_scale, self.max_position_embeddings, device)
         else:
-            self._set_frequencies(1.0, yarn=False, device=device)
-        self._build_cache(self.max_position_embeddings)
+            tables = self._make_tables(None, self.max_position_embeddings, device)
+        self._commit(tables)
 
     # -- tables ----------------------------------------------------------------------------
 
-    def _set_frequencies(
-        self, scale: float, *, yarn: bool, device: torch.device | str | None
-    ) -> None:
-        """inv_freq and mscale for `scale`; `yarn=False` is plain RoPE (Zeta: mscale 1)."""
+    def _make_tables(
+        self, scale: float | None, num_positions: int, device: torch.device | str | None
+    ) -> _Tables:
+        """inv_freq, mscale and the cache for YaRN at `scale`; None is plain RoPE (scale 1,
+        mscale 1 as in Zeta, unless attention_factor is given)."""
         inv_freq = yarn_inv_freq(
             self.dim,
             self.base,
-            scale,
+            1.0 if scale is None else scale,
             self.original_max_position_embeddings,
             self.extrapolation_factor,
             self.beta_fast,
@@ -118,38 +133,53 @@ class YarnEmbedding(nn.Module):
         )
         if self.attention_factor is not None:
             mscale = self.attention_factor
-        elif yarn:
-            mscale = get_mscale(scale) * self.attn_factor
-        else:
+        elif scale is None:
             mscale = 1.0
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.scale = float(scale)
-        self.mscale = float(mscale)
+        else:
+            mscale = get_mscale(scale) * self.attn_factor
+        cache = ops.build_cos_sin_cache(inv_freq, num_positions, mscale)
+        return _Tables(inv_freq, cache, 1.0 if scale is None else float(scale), float(mscale))
 
-    def _build_cache(self, num_positions: int) -> None:
-        cache = ops.build_cos_sin_cache(self.inv_freq, num_positions, self.mscale)
-        self.register_buffer("cos_sin_cache", cache, persistent=False)
-        self.max_seq_len_cached = num_positions
+    def _grown_tables(self, seq_len: int | None) -> _Tables | None:
+        """The tables for a call that needs `seq_len` positions, or None when the cache has
+        them. Nothing is stored: calls commit the tables only once their kernel succeeded, so
+        a call that raises leaves the module as it was."""
+        if seq_len is None or seq_len <= self.max_seq_len_cached:
+            return None
+        scale = seq_len / self.original_max_position_embeddings
+        if scale > self.scale:
+            # Dynamic YaRN (Zeta): a longer context is interpolated further.
+            return self._make_tables(scale, seq_len, self.inv_freq.device)
+        # seq_len / original would not raise the scale (the cache was built shorter than the
+        # original context, or a larger static scaling_factor is in force). Zeta would lower the
+        # scale here, even below 1, which breaks positions the model was trained on; keep the
+        # frequencies and only extend the cache.
+        cache = ops.build_cos_sin_cache(self.inv_freq, seq_len, self.mscale)
+        return _Tables(self.inv_freq, cache, self.scale, self.mscale)
 
-    def _ensure_cached(self, seq_len: int) -> None:
-        """Dynamic YaRN: grow to seq_len positions with scale seq_len / original."""
-        if seq_len <= self.max_seq_len_cached:
-            return
-        self._set_frequencies(
-            seq_len / self.original_max_position_embeddings,
-            yarn=True,
-            device=self.inv_freq.device,
-        )
-        self._build_cache(seq_len)
+    def _commit(self, tables: _Tables) -> None:
+        self.register_buffer("inv_freq", tables.inv_freq, persistent=False)
+        self.register_buffer("cos_sin_cache", tables.cos_sin_cache, persistent=False)
+        self.scale = tables.scale
+        self.mscale = tables.mscale
+        self.max_seq_len_cached = int(tables.cos_sin_cache.shape[0])
 
-    def _prepare(self, x: Tensor, seq_len: SupportsIndex | None, positions: Tensor | None) -> None:
+    def _needed_length(
+        self,
+        seq_len: SupportsIndex | None,
+        positions: Tensor | None,
+        *tensors: Tensor | None,
+    ) -> int | None:
+        """The sequence length a call needs cached: seq_len, or without positions the longest
+        dim -2 of the tensors (row s gets position s). With positions and no seq_len, None:
+        nothing is recomputed and nothing is read back to the host (positions past the cache
+        are computed on the fly by the kernel)."""
         if seq_len is not None:
-            self._ensure_cached(positive_int("seq_len", seq_len))
-        elif positions is None and x.dim() >= 2 and x.shape[-2] > 0:
-            # Without positions, row s gets position s: the sequence is x.shape[-2] long.
-            self._ensure_cached(int(x.shape[-2]))
-        # With positions and no seq_len nothing is recomputed and nothing is read back to the
-        # host: positions past the cache are computed on the fly by the kernel.
+            return positive_int("seq_len", seq_len)
+        if positions is not None:
+            return None
+        lengths = [int(t.shape[-2]) for t in tensors if t is not None and t.dim() >= 2]
+        return max(lengths, default=0) or None
 
     # -- API -------------------------------------------------------------------------------
 
@@ -160,10 +190,12 @@ class YarnEmbedding(nn.Module):
         dtype and device. `positions` (int32/int64) broadcasts against x.shape[:-1] ([S],
         [B, S] for [B, S, D], [B, 1, S] for [B, H, S, D], [B, S, 1] for [B, S, H, D]); without
         it row s along dim -2 gets position s and seq_len defaults to S."""
-        self._prepare(x, seq_len, positions)
-        return ops.rotate(
-            x, self.cos_sin_cache, self.inv_freq, self.mscale, positions, self.interleaved
-        )
+        tables = self._grown_tables(self._needed_length(seq_len, positions, x))
+        t = tables or self._current_tables()
+        out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+        if tables is not None:
+            self._commit(tables)
+        return out
 
     def rotate_(
         self,
@@ -176,10 +208,11 @@ class YarnEmbedding(nn.Module):
         """Rotates q and (optionally) k in place in one kernel call and returns them. q and k
         may differ in head count and be non-contiguous views (slices of a fused qkv tensor).
         Same position rules as forward; a call that raises has changed nothing."""
-        self._prepare(q, seq_len, positions)
-        ops.rotate_inplace(
-            q, k, self.cos_sin_cache, self.inv_freq, self.mscale, positions, self.interleaved
-        )
+        tables = self._grown_tables(self._needed_length(seq_len, positions, q, k))
+        t = tables or self._current_tables()
+        ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+        if tables is not None:
+            self._commit(tables)
         return q, k
 
     def cos_sin(
@@ -193,7 +226,9 @@ class YarnEmbedding(nn.Module):
         returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
         each frequency repeated twice in a row when interleaved."""
         seq_len = positive_int("seq_len", seq_len)
-        self._ensure_cached(seq_len)
+        tables = self._grown_tables(seq_len)
+        if tables is not None:
+            self._commit(tables)
         half = self.dim // 2
         table = self.cos_sin_cache[:seq_len]
         cos, sin = table[:, :half], table[:, half:]
@@ -205,6 +240,9 @@ class YarnEmbedding(nn.Module):
             cos[None, None].to(dtype=dtype, device=device),
             sin[None, None].to(dtype=dtype, device=device),
         )
+
+    def _current_tables(self) -> _Tables:
+        return _Tables(self.inv_freq, self.cos_sin_cache, self.scale, self.mscale)
 
     # -- nn.Module plumbing ----------------------------------------------------------------
 

@@ -9,15 +9,13 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <type_traits>
 #include <vector>
 
-#include "checks.h"
-#include "tensor_rows.h"
+#include "rotation_plan.h"
 #include "yarn_ext/core/rotation.h"
 #include "yarn_ext/core/yarn_math.h"
 
@@ -87,10 +85,9 @@ void rotate_row(const scalar_t* in, scalar_t* out, const RowShape& shape, const 
 
 template <typename scalar_t, typename position_t>
 void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Tensor& positions,
-                 const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                 bool interleaved) {
+                 const detail::RotationRows& rows, const at::Tensor& cache,
+                 const at::Tensor& inv_freq, double mscale, bool interleaved) {
   using acc_t = at::opmath_type<scalar_t>;
-  const detail::RotationRows rows = detail::rotation_rows(input, output, positions);
   const RowShape shape{input.size(-1), inv_freq.size(0), input.stride(-1), output.stride(-1),
                        interleaved};
   const scalar_t* in = input.const_data_ptr<scalar_t>();
@@ -113,18 +110,18 @@ void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Te
   });
 }
 
-void rotate_into(const at::Tensor& input, const at::Tensor& output, const at::Tensor& positions,
-                 const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                 bool interleaved) {
-  if (input.numel() == 0) return;
+void run(const detail::RotationTask& task, const at::Tensor& cache, const at::Tensor& inv_freq,
+         double mscale, bool interleaved) {
+  if (task.input.numel() == 0) return;
+  const bool int32_positions = task.positions.defined() && task.positions.scalar_type() == at::kInt;
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, input.scalar_type(), "yarn_ext_rotate", [&] {
-        if (positions.defined() && positions.scalar_type() == at::kInt) {
-          rotate_rows<scalar_t, int32_t>(input, output, positions, cache, inv_freq, mscale,
-                                         interleaved);
+      at::kHalf, at::kBFloat16, task.input.scalar_type(), "yarn_ext_rotate", [&] {
+        if (int32_positions) {
+          rotate_rows<scalar_t, int32_t>(task.input, task.output, task.positions, task.rows, cache,
+                                         inv_freq, mscale, interleaved);
         } else {
-          rotate_rows<scalar_t, int64_t>(input, output, positions, cache, inv_freq, mscale,
-                                         interleaved);
+          rotate_rows<scalar_t, int64_t>(task.input, task.output, task.positions, task.rows, cache,
+                                         inv_freq, mscale, interleaved);
         }
       });
 }
@@ -132,31 +129,20 @@ void rotate_into(const at::Tensor& input, const at::Tensor& output, const at::Te
 at::Tensor rotate_cpu(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                       const at::Tensor& inv_freq, double mscale,
                       const std::optional<at::Tensor>& positions, bool interleaved) {
-  constexpr const char* kOp = "yarn_ext.rotate";
-  const int64_t half = detail::check_tables(kOp, cos_sin_cache, inv_freq, mscale);
-  detail::check_rotated(kOp, "x", x, inv_freq, half);
-  const at::Tensor pos = detail::broadcast_positions(kOp, positions, x, "x");
-  at::Tensor out = at::empty_like(x);
-  rotate_into(x, out, pos, cos_sin_cache, inv_freq, mscale, interleaved);
-  return out;
+  const detail::RotationTask task =
+      detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
+  run(task, cos_sin_cache, inv_freq, mscale, interleaved);
+  return task.output;
 }
 
 void rotate_inplace_cpu(const at::Tensor& q, const std::optional<at::Tensor>& k,
                         const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq, double mscale,
                         const std::optional<at::Tensor>& positions, bool interleaved) {
-  constexpr const char* kOp = "yarn_ext.rotate_inplace";
-  // Validate everything before the first write, so a failing call leaves q and k untouched.
-  const int64_t half = detail::check_tables(kOp, cos_sin_cache, inv_freq, mscale);
-  detail::check_rotated(kOp, "q", q, inv_freq, half);
-  const bool has_k = k.has_value() && k->defined();
-  if (has_k) detail::check_rotated(kOp, "k", *k, inv_freq, half);
-  detail::check_inplace_pair(kOp, q, k);
-  const at::Tensor q_pos = detail::broadcast_positions(kOp, positions, q, "q");
-  const at::Tensor k_pos =
-      has_k ? detail::broadcast_positions(kOp, positions, *k, "k") : at::Tensor();
-
-  rotate_into(q, q, q_pos, cos_sin_cache, inv_freq, mscale, interleaved);
-  if (has_k) rotate_into(*k, *k, k_pos, cos_sin_cache, inv_freq, mscale, interleaved);
+  // Everything is validated before the first write, so a failing call leaves q and k untouched.
+  const detail::InplaceRotation plan = detail::plan_rotate_inplace(
+      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
+  run(plan.q, cos_sin_cache, inv_freq, mscale, interleaved);
+  if (plan.k) run(*plan.k, cos_sin_cache, inv_freq, mscale, interleaved);
 }
 
 }  // namespace

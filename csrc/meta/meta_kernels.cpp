@@ -2,12 +2,12 @@
 // They run the same validation as the real kernels so that tracing rejects what eager rejects.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <optional>
 
 #include "checks.h"
+#include "rotation_plan.h"
 
 namespace yarn_ext::meta {
 namespace {
@@ -25,25 +25,15 @@ at::Tensor build_cos_sin_cache_meta(const at::Tensor& inv_freq, c10::SymInt num_
 at::Tensor rotate_meta(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                        const at::Tensor& inv_freq, double mscale,
                        const std::optional<at::Tensor>& positions, bool /*interleaved*/) {
-  constexpr const char* kOp = "yarn_ext.rotate";
-  const int64_t half = detail::check_tables(kOp, cos_sin_cache, inv_freq, mscale);
-  detail::check_rotated(kOp, "x", x, inv_freq, half);
-  detail::broadcast_positions(kOp, positions, x, "x");
-  return at::empty_like(x);
+  return detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions)
+      .output;
 }
 
 void rotate_inplace_meta(const at::Tensor& q, const std::optional<at::Tensor>& k,
                          const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq, double mscale,
                          const std::optional<at::Tensor>& positions, bool /*interleaved*/) {
-  constexpr const char* kOp = "yarn_ext.rotate_inplace";
-  const int64_t half = detail::check_tables(kOp, cos_sin_cache, inv_freq, mscale);
-  detail::check_rotated(kOp, "q", q, inv_freq, half);
-  if (k.has_value() && k->defined()) {
-    detail::check_rotated(kOp, "k", *k, inv_freq, half);
-    detail::broadcast_positions(kOp, positions, *k, "k");
-  }
-  detail::check_inplace_pair(kOp, q, k);
-  detail::broadcast_positions(kOp, positions, q, "q");
+  detail::plan_rotate_inplace("yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale,
+                              positions);
 }
 
 }  // namespace
