@@ -64,21 +64,17 @@ struct RowShape {
   bool interleaved;
 };
 
-template <typename scalar_t, typename acc_t>
+// One row with the shared kVec = 1 work unit: the same code the CUDA scalar path runs.
+template <typename scalar_t, typename acc_t, bool interleaved>
 void rotate_row(const scalar_t* in, scalar_t* out, const RowShape& shape, const acc_t* cos_sin) {
-  const acc_t* cos = cos_sin;
-  const acc_t* sin = cos_sin + shape.half;
   for (int64_t i = 0; i < shape.half; ++i) {
-    const rotation::PairIndex pair = rotation::rotary_pair(i, shape.half, shape.interleaved);
-    acc_t a = static_cast<acc_t>(in[pair.a * shape.in_stride]);
-    acc_t b = static_cast<acc_t>(in[pair.b * shape.in_stride]);
-    rotation::rotate_pair(a, b, cos[i], sin[i]);
-    out[pair.a * shape.out_stride] = static_cast<scalar_t>(a);
-    out[pair.b * shape.out_stride] = static_cast<scalar_t>(b);
+    rotation::rotate_pairs<scalar_t, acc_t, 1, interleaved>(in, out, shape.in_stride,
+                                                            shape.out_stride, i, shape.half,
+                                                            cos_sin + i, cos_sin + shape.half + i);
   }
   if (in != out) {  // partial rotary: the features past the rotary dim pass through
     for (int64_t d = 2 * shape.half; d < shape.head_size; ++d) {
-      out[d * shape.out_stride] = in[d * shape.in_stride];
+      rotation::copy_features<scalar_t, 1>(in, out, shape.in_stride, shape.out_stride, d);
     }
   }
 }
@@ -104,8 +100,14 @@ void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Te
       const int64_t position = pos != nullptr
                                    ? static_cast<int64_t>(pos[offsets[detail::kPositions]])
                                    : offsets[detail::kPositions];
-      rotate_row<scalar_t, acc_t>(in + offsets[detail::kInput], out + offsets[detail::kOutput],
-                                  shape, tables.row(position));
+      const acc_t* cos_sin = tables.row(position);
+      const scalar_t* row_in = in + offsets[detail::kInput];
+      scalar_t* row_out = out + offsets[detail::kOutput];
+      if (shape.interleaved) {
+        rotate_row<scalar_t, acc_t, true>(row_in, row_out, shape, cos_sin);
+      } else {
+        rotate_row<scalar_t, acc_t, false>(row_in, row_out, shape, cos_sin);
+      }
     }
   });
 }

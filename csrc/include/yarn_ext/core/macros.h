@@ -7,3 +7,11 @@
 #else
 #define YARN_HOST_DEVICE
 #endif
+
+// Full unrolling of short fixed-length loops, so that small arrays stay in registers on the GPU.
+// Only in the device compilation pass: the host compiler does not know the pragma.
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+#define YARN_UNROLL _Pragma("unroll")
+#else
+#define YARN_UNROLL
+#endif
