@@ -3,14 +3,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "yarn_ext/core/strided_rows.h"
+#include "yarn_ext/core/rotate_work.h"
 
 namespace yarn_ext::detail {
-
-// Operand slots of a rotation's row layout.
-enum RotationOperand { kInput = 0, kOutput = 1, kPositions = 2, kNumRotationOperands = 3 };
-
-using RotationRows = StridedRows<kNumRotationOperands>;
 
 // Rows of `input` and `output` (same shape) and of `positions` (already expanded to
 // input.shape[:-1]). With positions undefined, the positions slot gets stride 1 along dim -2 and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -28,3 +29,7 @@ def assert_matches_reference(
     eps = 1e-13 if actual.dtype == torch.float64 else torch.finfo(actual.dtype).eps * 4
     error = (actual.double() - expected).abs().max().item()
     assert error <= eps * magnitude, f"max |error| {error:.3e} > {eps * magnitude:.3e}"
+
+
+# The one marker for tests that need a GPU: they skip cleanly where there is none.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -81,8 +81,8 @@ void rotate_row(const scalar_t* in, scalar_t* out, const RowShape& shape, const 
 
 template <typename scalar_t, typename position_t>
 void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Tensor& positions,
-                 const detail::RotationRows& rows, const at::Tensor& cache,
-                 const at::Tensor& inv_freq, double mscale, bool interleaved) {
+                 const RotationRows& rows, const at::Tensor& cache, const at::Tensor& inv_freq,
+                 double mscale, bool interleaved) {
   using acc_t = at::opmath_type<scalar_t>;
   const RowShape shape{input.size(-1), inv_freq.size(0), input.stride(-1), output.stride(-1),
                        interleaved};
@@ -94,15 +94,14 @@ void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Te
 
   at::parallel_for(0, detail::num_rows(input), grain, [&](int64_t begin, int64_t end) {
     CosSinRows<acc_t> tables(cache, inv_freq, mscale);
-    int64_t offsets[detail::kNumRotationOperands];
+    int64_t offsets[kNumRotationOperands];
     for (int64_t r = begin; r < end; ++r) {
       rows.offsets(r, offsets);
-      const int64_t position = pos != nullptr
-                                   ? static_cast<int64_t>(pos[offsets[detail::kPositions]])
-                                   : offsets[detail::kPositions];
+      const int64_t position =
+          pos != nullptr ? static_cast<int64_t>(pos[offsets[kPositions]]) : offsets[kPositions];
       const acc_t* cos_sin = tables.row(position);
-      const scalar_t* row_in = in + offsets[detail::kInput];
-      scalar_t* row_out = out + offsets[detail::kOutput];
+      const scalar_t* row_in = in + offsets[kInput];
+      scalar_t* row_out = out + offsets[kOutput];
       if (shape.interleaved) {
         rotate_row<scalar_t, acc_t, true>(row_in, row_out, shape, cos_sin);
       } else {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cuda_emulation.h"
 #include "yarn_ext/helpers.h"
 
 namespace py = pybind11;
@@ -50,4 +51,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("extrapolation_factor"), py::arg("beta_fast"), py::arg("beta_slow"),
         py::arg("truncate"));
   m.def("built_backends", &built_backends);
+  // Test hooks (tests/test_cuda_emulation.py): the CUDA kernel's work items, run on the CPU.
+  m.def("_emulate_cuda_rotate",
+        [](const at::Tensor& x, const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
+           const std::optional<at::Tensor>& positions, bool interleaved) {
+          at::Tensor out;
+          const bool vector_path = yarn_ext::testing::emulate_cuda_rotate(
+              x, out, cache, inv_freq, mscale, positions, interleaved);
+          return py::make_tuple(out, vector_path);
+        });
+  m.def("_emulate_cuda_rotate_inplace", &yarn_ext::testing::emulate_cuda_rotate_inplace);
 }

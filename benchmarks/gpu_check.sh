@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with one NVIDIA GPU: build the extension for that GPU's
+# architecture only, run the CUDA tests, run compute-sanitizer memcheck on a short test, run the
+# GPU benchmark. Writes logs, gpu.md and gpu.json to OUT_DIR; the table is printed last.
+# Budget: under 8 minutes in all.
+#
+#   benchmarks/gpu_check.sh OUT_DIR
+set -uo pipefail
+out="$(realpath -m "${1:?usage: benchmarks/gpu_check.sh OUT_DIR}")"
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+python="${PYTHON:-python3}"
+status=0
+step() { echo; echo "== $*"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+arch="$($python -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
+export TORCH_CUDA_ARCH_LIST="$arch" FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+
+step "build for compute capability $arch only"
+start=$SECONDS
+$python setup.py build_ext --inplace >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+grep -iE "warning" "$out/build.log" | head -20
+echo "built in $((SECONDS - start)) s"
+$python -m yarn_ext --device cuda | tee "$out/selfcheck.log" || status=1
+
+step "CUDA tests"
+$python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/tests.log" | tail -15 || status=1
+
+step "compute-sanitizer memcheck on the smoke test"
+sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+"$sanitizer" --tool memcheck --error-exitcode 1 \
+  $python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k smoke >"$out/memcheck.log" 2>&1 || status=1
+tail -5 "$out/memcheck.log"
+
+step "benchmark"
+$python -m benchmarks.gpu --out "$out" 2>&1 | tee "$out/benchmark.log" || status=1
+exit $status

@@ -1,0 +1,68 @@
+#include "cpu/cuda_emulation.h"
+
+#include <ATen/Dispatch.h>
+#include <c10/util/Exception.h>
+
+#include "rotate_args.h"
+#include "rotation_plan.h"
+#include "yarn_ext/core/rotate_work.h"
+
+namespace yarn_ext::testing {
+namespace {
+
+template <typename scalar_t, int kVec>
+void run_items(const RotateArgs<scalar_t>& args, bool interleaved) {
+  const int64_t total = args.total_items();
+  for (int64_t index = 0; index < total; ++index) {
+    if (interleaved) {
+      rotate_work_item<scalar_t, kVec, true>(args, index);
+    } else {
+      rotate_work_item<scalar_t, kVec, false>(args, index);
+    }
+  }
+}
+
+bool emulate(const detail::RotationTask& first, const detail::RotationTask* second,
+             const at::Tensor& cache, const at::Tensor& inv_freq, double mscale, bool interleaved) {
+  TORCH_CHECK_VALUE(first.input.device().is_cpu(), "the CUDA emulation runs on CPU tensors");
+  const int64_t half = inv_freq.size(0);
+  bool vector_path = false;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_emulate_cuda", [&] {
+        constexpr int kVec = 16 / sizeof(scalar_t);
+        vector_path = detail::vectorizable(first, kVec, half) &&
+                      (second == nullptr || detail::vectorizable(*second, kVec, half));
+        if (vector_path) {
+          run_items<scalar_t, kVec>(
+              detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, kVec),
+              interleaved);
+        } else {
+          run_items<scalar_t, 1>(
+              detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, 1),
+              interleaved);
+        }
+      });
+  return vector_path;
+}
+
+}  // namespace
+
+bool emulate_cuda_rotate(const at::Tensor& x, at::Tensor& out, const at::Tensor& cos_sin_cache,
+                         const at::Tensor& inv_freq, double mscale,
+                         const std::optional<at::Tensor>& positions, bool interleaved) {
+  const detail::RotationTask task =
+      detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
+  out = task.output;
+  return emulate(task, nullptr, cos_sin_cache, inv_freq, mscale, interleaved);
+}
+
+bool emulate_cuda_rotate_inplace(const at::Tensor& q, const std::optional<at::Tensor>& k,
+                                 const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
+                                 double mscale, const std::optional<at::Tensor>& positions,
+                                 bool interleaved) {
+  const detail::InplaceRotation plan = detail::plan_rotate_inplace(
+      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
+  return emulate(plan.q, plan.k ? &*plan.k : nullptr, cos_sin_cache, inv_freq, mscale, interleaved);
+}
+
+}  // namespace yarn_ext::testing
