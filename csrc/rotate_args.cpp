@@ -3,6 +3,7 @@
 #include <cstdint>
 
 namespace yarn_ext::detail {
+namespace {
 
 bool vectorizable(const RotationTask& task, int64_t kVec, int64_t half) {
   const int64_t bytes = kVec * static_cast<int64_t>(task.input.element_size());
@@ -15,6 +16,16 @@ bool vectorizable(const RotationTask& task, int64_t kVec, int64_t half) {
     ok = task.rows.strides[kInput][d] % kVec == 0 && task.rows.strides[kOutput][d] % kVec == 0;
   }
   return ok;
+}
+
+}  // namespace
+
+bool vector_path(const RotationTask& first, const RotationTask* second, const at::Tensor& cache,
+                 int64_t kVec, int64_t half) {
+  const auto cache_alignment = static_cast<uintptr_t>(kVec) * sizeof(float);
+  return vectorizable(first, kVec, half) &&
+         (second == nullptr || vectorizable(*second, kVec, half)) &&
+         reinterpret_cast<uintptr_t>(cache.const_data_ptr()) % cache_alignment == 0;
 }
 
 }  // namespace yarn_ext::detail

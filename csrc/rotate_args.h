@@ -10,9 +10,12 @@
 
 namespace yarn_ext::detail {
 
-// Whether a task can move kVec elements per access: unit element stride, every row start a
-// multiple of kVec elements from a base aligned to kVec elements, and whole vectors per row.
-bool vectorizable(const RotationTask& task, int64_t kVec, int64_t half);
+// Whether a launch over `first` (and `second`) can move kVec elements per access: for each task
+// unit element stride, every row start a multiple of kVec elements from a base aligned to kVec
+// elements, and whole vectors per row; and a cos/sin cache whose kVec-float runs are aligned to
+// their size (half % kVec == 0 aligns the rows; the base is checked, since a cache may be a view).
+bool vector_path(const RotationTask& first, const RotationTask* second, const at::Tensor& cache,
+                 int64_t kVec, int64_t half);
 
 template <typename scalar_t>
 RotateOperand<scalar_t> rotate_operand(const RotationTask& task) {

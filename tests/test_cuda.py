@@ -196,7 +196,7 @@ def test_module_on_cuda_with_growth_and_no_host_sync() -> None:
     assert_matches_reference(
         out.cpu(), reference.rotate(x, rope.inv_freq.cpu(), rope.mscale), x, rope.mscale
     )
-    q = randn(16, 8, 64, dtype=torch.bfloat16, device=CUDA)
+    q = randn(16, 8, 64, dtype=torch.bfloat16).to(CUDA)
     positions = torch.arange(16, device=CUDA)[:, None] + 100
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -96,3 +96,19 @@ def test_implicit_and_int32_positions() -> None:
     positions = positions_for((2, 1, 40)).to(torch.int32)
     out, _ = _C._emulate_cuda_rotate(x, cache, inv_freq, mscale, positions, False)
     assert torch.equal(out, ops.rotate(x, cache, inv_freq, mscale, positions, False))
+
+
+def test_a_cache_view_off_its_alignment_takes_the_scalar_path() -> None:
+    cache, inv_freq, mscale = tables(128)
+    # a contiguous cache 16 bytes into a buffer: fine for 16-byte x vectors, not for the 32-byte
+    # runs of 8 cos/sin floats that bf16 items read
+    buffer = torch.empty(cache.numel() + 4)
+    shifted = buffer[4:].view_as(cache)
+    shifted.copy_(cache)
+    x = randn(7, 4, 128, dtype=torch.bfloat16)
+    positions = positions_for((7, 1))
+    out, vector_path = _C._emulate_cuda_rotate(x, shifted, inv_freq, mscale, positions, False)
+    assert not vector_path
+    assert torch.equal(out, ops.rotate(x, cache, inv_freq, mscale, positions, False))
+    _, vector_path = _C._emulate_cuda_rotate(x, cache, inv_freq, mscale, positions, False)
+    assert vector_path

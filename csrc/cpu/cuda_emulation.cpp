@@ -30,8 +30,7 @@ bool emulate(const detail::RotationTask& first, const detail::RotationTask* seco
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_emulate_cuda", [&] {
         constexpr int kVec = 16 / sizeof(scalar_t);
-        vector_path = detail::vectorizable(first, kVec, half) &&
-                      (second == nullptr || detail::vectorizable(*second, kVec, half));
+        vector_path = detail::vector_path(first, second, cache, kVec, half);
         if (vector_path) {
           run_items<scalar_t, kVec>(
               detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, kVec),

@@ -93,17 +93,19 @@ YARN_HOST_DEVICE inline void rotate_work_item(const RotateArgs<scalar_t>& args, 
   const scalar_t* in = op.in + offsets[kInput];
   scalar_t* out = op.out + offsets[kOutput];
   if (item < args.rotate_items) {
+    const int64_t first = item * kVec;
+    // Load x before the position: its DRAM reads then overlap the position -> cos/sin chain.
+    const auto runs =
+        rotation::load_pairs<scalar_t, kVec, interleaved>(in, op.in_stride, first, args.half);
     const int64_t p = offsets[kPositions];
     int64_t position = p;  // implicit: the index along dim -2
     if (op.positions != nullptr) {
       position = args.int32_positions ? static_cast<const int32_t*>(op.positions)[p]
                                       : static_cast<const int64_t*>(op.positions)[p];
     }
-    const int64_t first = item * kVec;
     acc_t cos[kVec], sin[kVec];
     load_cos_sin<acc_t, kVec>(args, position, first, cos, sin);
-    rotation::rotate_pairs<scalar_t, acc_t, kVec, interleaved>(in, out, op.in_stride, op.out_stride,
-                                                               first, args.half, cos, sin);
+    rotation::store_rotated<acc_t>(runs, out, op.out_stride, first, args.half, cos, sin);
   } else {
     const int64_t first = 2 * args.half + (item - args.rotate_items) * kVec;
     rotation::copy_features<scalar_t, kVec>(in, out, op.in_stride, op.out_stride, first);

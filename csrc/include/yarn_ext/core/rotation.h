@@ -50,36 +50,64 @@ YARN_HOST_DEVICE inline void store(T* p, const T (&src)[kVec]) {
   }
 }
 
-// Rotates pairs [first, first + kVec) of one row (a head vector). NeoX / rotate_half style
-// (Zeta, transformers) pairs feature i with i + half; GPT-J style (interleaved) pairs 2i with
-// 2i + 1. cos[j] and sin[j] belong to pair first + j. `in` and `out` may be the same row.
-// The style is a template argument so that every register index below is a compile-time
-// constant (a runtime choice would put x and y in local memory on the GPU).
+// The kVec pairs [first, first + kVec) of one row, as loaded: two runs of kVec elements, at
+// (first.., first + half..) for the NeoX / rotate_half style (Zeta, transformers: feature i pairs
+// with i + half) and the 2 * kVec consecutive elements from 2 * first for the GPT-J style
+// (interleaved: 2i pairs with 2i + 1). The style is a template argument so that every register
+// index below is a compile-time constant (a runtime choice puts the arrays in local memory on
+// the GPU).
+template <typename scalar_t, int kVec, bool interleaved>
+struct PairRuns {
+  scalar_t x[2][kVec];
+
+  YARN_HOST_DEVICE static int64_t start(int run, int64_t first, int64_t half) {
+    if (interleaved) return 2 * first + run * kVec;
+    return first + run * half;
+  }
+  // Element e of the two runs is x[e / kVec][e % kVec]; pair j is elements (a(j), b(j)).
+  YARN_HOST_DEVICE static constexpr int a(int j) { return interleaved ? 2 * j : j; }
+  YARN_HOST_DEVICE static constexpr int b(int j) { return interleaved ? 2 * j + 1 : j + kVec; }
+};
+
+template <typename scalar_t, int kVec, bool interleaved>
+YARN_HOST_DEVICE inline PairRuns<scalar_t, kVec, interleaved> load_pairs(const scalar_t* in,
+                                                                         int64_t in_stride,
+                                                                         int64_t first,
+                                                                         int64_t half) {
+  using Runs = PairRuns<scalar_t, kVec, interleaved>;
+  Runs runs;
+  load<kVec>(in + Runs::start(0, first, half) * in_stride, runs.x[0]);
+  load<kVec>(in + Runs::start(1, first, half) * in_stride, runs.x[1]);
+  return runs;
+}
+
+// Rotates loaded pairs with cos[j], sin[j] for pair first + j and stores them. `out` may be the
+// row they were loaded from.
+template <typename acc_t, typename scalar_t, int kVec, bool interleaved>
+YARN_HOST_DEVICE inline void store_rotated(const PairRuns<scalar_t, kVec, interleaved>& runs,
+                                           scalar_t* out, int64_t out_stride, int64_t first,
+                                           int64_t half, const acc_t* cos, const acc_t* sin) {
+  using Runs = PairRuns<scalar_t, kVec, interleaved>;
+  scalar_t y[2][kVec];
+  YARN_UNROLL
+  for (int j = 0; j < kVec; ++j) {
+    acc_t a = static_cast<acc_t>(runs.x[Runs::a(j) / kVec][Runs::a(j) % kVec]);
+    acc_t b = static_cast<acc_t>(runs.x[Runs::b(j) / kVec][Runs::b(j) % kVec]);
+    rotate_pair(a, b, cos[j], sin[j]);
+    y[Runs::a(j) / kVec][Runs::a(j) % kVec] = static_cast<scalar_t>(a);
+    y[Runs::b(j) / kVec][Runs::b(j) % kVec] = static_cast<scalar_t>(b);
+  }
+  store<kVec>(out + Runs::start(0, first, half) * out_stride, y[0]);
+  store<kVec>(out + Runs::start(1, first, half) * out_stride, y[1]);
+}
+
+// Rotates pairs [first, first + kVec) of one row: load, rotate, store.
 template <typename scalar_t, typename acc_t, int kVec, bool interleaved>
 YARN_HOST_DEVICE inline void rotate_pairs(const scalar_t* in, scalar_t* out, int64_t in_stride,
                                           int64_t out_stride, int64_t first, int64_t half,
                                           const acc_t* cos, const acc_t* sin) {
-  // Two runs of kVec elements hold the kVec pairs: (first.., first + half..) for NeoX, and the
-  // 2 * kVec consecutive elements from 2 * first for GPT-J.
-  const int64_t run_a = interleaved ? 2 * first : first;
-  const int64_t run_b = interleaved ? 2 * first + kVec : first + half;
-  scalar_t x[2][kVec];
-  load<kVec>(in + run_a * in_stride, x[0]);
-  load<kVec>(in + run_b * in_stride, x[1]);
-  scalar_t y[2][kVec];
-  YARN_UNROLL
-  for (int j = 0; j < kVec; ++j) {
-    // element e of the run pair is x[e / kVec][e % kVec]
-    const int ea = interleaved ? 2 * j : j;
-    const int eb = interleaved ? 2 * j + 1 : j + kVec;
-    acc_t a = static_cast<acc_t>(x[ea / kVec][ea % kVec]);
-    acc_t b = static_cast<acc_t>(x[eb / kVec][eb % kVec]);
-    rotate_pair(a, b, cos[j], sin[j]);
-    y[ea / kVec][ea % kVec] = static_cast<scalar_t>(a);
-    y[eb / kVec][eb % kVec] = static_cast<scalar_t>(b);
-  }
-  store<kVec>(out + run_a * out_stride, y[0]);
-  store<kVec>(out + run_b * out_stride, y[1]);
+  store_rotated<acc_t>(load_pairs<scalar_t, kVec, interleaved>(in, in_stride, first, half), out,
+                       out_stride, first, half, cos, sin);
 }
 
 // Copies kVec features starting at element `first` (the pass-through part of partial rotary).
