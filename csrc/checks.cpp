@@ -102,6 +102,14 @@ void check_mscale(const char* op, double mscale) {
   TORCH_CHECK_VALUE(std::isfinite(mscale), op, ": mscale must be finite, got ", mscale);
 }
 
+int64_t check_cache_request(const char* op, const at::Tensor& inv_freq, int64_t num_positions,
+                            double mscale) {
+  const int64_t half = check_inv_freq(op, inv_freq);
+  check_mscale(op, mscale);
+  TORCH_CHECK_VALUE(num_positions >= 0, op, ": num_positions must be >= 0, got ", num_positions);
+  return half;
+}
+
 int64_t check_tables(const char* op, const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
                      double mscale) {
   const int64_t half = check_inv_freq(op, inv_freq);

@@ -15,6 +15,10 @@ int64_t check_inv_freq(const char* op, const at::Tensor& inv_freq);
 
 void check_mscale(const char* op, double mscale);
 
+// Validates a cache build (inv_freq, num_positions >= 0, mscale); returns half = dim / 2.
+int64_t check_cache_request(const char* op, const at::Tensor& inv_freq, int64_t num_positions,
+                            double mscale);
+
 // Validates the tables a rotation reads; returns half = dim / 2.
 int64_t check_tables(const char* op, const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
                      double mscale);

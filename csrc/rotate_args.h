@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <type_traits>
+
 #include "rotation_plan.h"
 #include "yarn_ext/core/rotate_work.h"
 
@@ -52,6 +54,24 @@ RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* 
   const bool copies = !first.input.is_same(first.output);
   args.items_per_row = args.rotate_items + (copies ? (pass + kVec - 1) / kVec : 0);
   return args;
+}
+
+// Builds the launch arguments at the widest width the launch can take - 16-byte vectors
+// (kVec = 16 / sizeof(scalar_t)) where vector_path allows, else one element - and calls
+// run(std::integral_constant<int, width>{}, args). Returns whether the vector width was taken.
+template <typename scalar_t, typename Run>
+bool with_rotate_args(const RotationTask& first, const RotationTask* second,
+                      const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
+                      Run&& run) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  if (vector_path(first, second, cache, kVec, inv_freq.size(0))) {
+    run(std::integral_constant<int, kVec>{},
+        rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, kVec));
+    return true;
+  }
+  run(std::integral_constant<int, 1>{},
+      rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, 1));
+  return false;
 }
 
 }  // namespace yarn_ext::detail

@@ -13,9 +13,7 @@ namespace {
 at::Tensor build_cos_sin_cache_cpu(const at::Tensor& inv_freq, int64_t num_positions,
                                    double mscale) {
   constexpr const char* kOp = "yarn_ext.build_cos_sin_cache";
-  const int64_t half = detail::check_inv_freq(kOp, inv_freq);
-  detail::check_mscale(kOp, mscale);
-  TORCH_CHECK_VALUE(num_positions >= 0, kOp, ": num_positions must be >= 0, got ", num_positions);
+  const int64_t half = detail::check_cache_request(kOp, inv_freq, num_positions, mscale);
 
   at::Tensor cache = at::empty({num_positions, 2 * half}, inv_freq.options().dtype(at::kFloat));
   const double* frequencies = inv_freq.const_data_ptr<double>();

@@ -25,21 +25,13 @@ void run_items(const RotateArgs<scalar_t>& args, bool interleaved) {
 bool emulate(const detail::RotationTask& first, const detail::RotationTask* second,
              const at::Tensor& cache, const at::Tensor& inv_freq, double mscale, bool interleaved) {
   TORCH_CHECK_VALUE(first.input.device().is_cpu(), "the CUDA emulation runs on CPU tensors");
-  const int64_t half = inv_freq.size(0);
   bool vector_path = false;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_emulate_cuda", [&] {
-        constexpr int kVec = 16 / sizeof(scalar_t);
-        vector_path = detail::vector_path(first, second, cache, kVec, half);
-        if (vector_path) {
-          run_items<scalar_t, kVec>(
-              detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, kVec),
-              interleaved);
-        } else {
-          run_items<scalar_t, 1>(
-              detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, 1),
-              interleaved);
-        }
+        vector_path = detail::with_rotate_args<scalar_t>(
+            first, second, cache, inv_freq, mscale, [&](auto width, const auto& args) {
+              run_items<scalar_t, decltype(width)::value>(args, interleaved);
+            });
       });
   return vector_path;
 }

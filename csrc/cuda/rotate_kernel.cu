@@ -61,20 +61,12 @@ void launch(const RotateArgs<scalar_t>& args, bool interleaved) {
 void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask* second,
                   const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
                   bool interleaved) {
-  const int64_t half = inv_freq.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_rotate_cuda", [&] {
-        constexpr int kVec = 16 / sizeof(scalar_t);  // one 16-byte access
-        const bool vector_path = detail::vector_path(first, second, cache, kVec, half);
-        if (vector_path) {
-          launch<scalar_t, kVec>(
-              detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, kVec),
-              interleaved);
-        } else {
-          launch<scalar_t, 1>(
-              detail::rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, 1),
-              interleaved);
-        }
+        detail::with_rotate_args<scalar_t>(
+            first, second, cache, inv_freq, mscale, [&](auto width, const auto& args) {
+              launch<scalar_t, decltype(width)::value>(args, interleaved);
+            });
       });
 }
 
