@@ -15,6 +15,7 @@ status=0
 step() { echo; echo "== $*"; }
 
 step "device"
+$python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "gpu_check.sh: no CUDA device")' || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 arch="$($python -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
 export TORCH_CUDA_ARCH_LIST="$arch" FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
