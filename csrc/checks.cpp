@@ -3,11 +3,10 @@
 #include <ATen/ExpandUtils.h>
 #include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
+#include <c10/util/SmallVector.h>
 
 #include <algorithm>
 #include <cmath>
-#include <map>
-#include <vector>
 
 namespace yarn_ext::detail {
 namespace {
@@ -35,8 +34,13 @@ int64_t ceil_div(int64_t a, int64_t b) {
 // Is there a digit vector with sum(digit * stride) == target? Terms are sorted by stride,
 // largest first; suffix_lo/hi[i] bound what terms i.. can contribute. Depth-first with pruning:
 // for views of one tensor (fused qkv slices) each level has at most a couple of candidates.
-Overlap solve(const std::vector<OverlapTerm>& terms, const std::vector<int64_t>& suffix_lo,
-              const std::vector<int64_t>& suffix_hi, size_t i, int64_t target, int64_t& budget) {
+// Small inline buffers: this runs on every in-place call with k, and a decode step should not
+// pay for heap allocations (terms: at most one per distinct stride of q and k).
+using Terms = c10::SmallVector<OverlapTerm, 8>;
+using Bounds = c10::SmallVector<int64_t, 9>;
+
+Overlap solve(const Terms& terms, const Bounds& suffix_lo, const Bounds& suffix_hi, size_t i,
+              int64_t target, int64_t& budget) {
   if (i == terms.size()) return target == 0 ? Overlap::kYes : Overlap::kNo;
   const OverlapTerm& t = terms[i];
   const int64_t first = std::max(t.lo, ceil_div(target - suffix_hi[i + 1], t.stride));
@@ -60,20 +64,21 @@ bool views_overlap(const at::Tensor& a, const at::Tensor& b) {
   // a's element at index i lies at off_a + sum(i_d * s_d); they meet where
   // sum(i_d * sa_d) - sum(j_d * sb_d) == off_b - off_a. Terms of equal stride merge: the sum of
   // two digits covers every integer between the sums of their bounds.
-  std::map<int64_t, OverlapTerm> by_stride;
+  Terms terms;
   auto add = [&](int64_t stride, int64_t size, bool negate) {
     if (size == 1 || stride == 0) return;
     const int64_t magnitude = stride < 0 ? -stride : stride;
     const bool negative = negate != (stride < 0);
-    OverlapTerm& term =
-        by_stride.try_emplace(magnitude, OverlapTerm{magnitude, 0, 0}).first->second;
-    (negative ? term.lo : term.hi) += size - 1;
+    auto term = std::find_if(terms.begin(), terms.end(),
+                             [&](const OverlapTerm& t) { return t.stride == magnitude; });
+    if (term == terms.end()) term = terms.insert(terms.end(), OverlapTerm{magnitude, 0, 0});
+    (negative ? term->lo : term->hi) += size - 1;
   };
   for (int64_t d = 0; d < a.dim(); ++d) add(a.stride(d), a.size(d), false);
   for (int64_t d = 0; d < b.dim(); ++d) add(b.stride(d), b.size(d), true);
-  std::vector<OverlapTerm> terms;
-  for (auto it = by_stride.rbegin(); it != by_stride.rend(); ++it) terms.push_back(it->second);
-  std::vector<int64_t> suffix_lo(terms.size() + 1, 0), suffix_hi(terms.size() + 1, 0);
+  std::sort(terms.begin(), terms.end(),
+            [](const OverlapTerm& x, const OverlapTerm& y) { return x.stride > y.stride; });
+  Bounds suffix_lo(terms.size() + 1, 0), suffix_hi(terms.size() + 1, 0);
   for (size_t i = terms.size(); i-- > 0;) {
     // terms[i].lo holds a count of negative steps: make it the digit's lower bound.
     terms[i].lo = -terms[i].lo;
