@@ -9,9 +9,10 @@ namespace yarn_ext {
 
 TORCH_LIBRARY(yarn_ext, m) {
   m.def("build_cos_sin_cache(Tensor inv_freq, SymInt num_positions, float mscale) -> Tensor");
+  // inverse=True rotates by -angle (the transpose of the rotation, times mscale): the backward.
   m.def(
       "rotate(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, float mscale, "
-      "Tensor? positions=None, bool interleaved=False) -> Tensor");
+      "Tensor? positions=None, bool interleaved=False, bool inverse=False) -> Tensor");
   // q and k are rotated in place (marked mutable); nothing is returned, as in vLLM's kernel.
   m.def(
       "rotate_inplace(Tensor(a!) q, Tensor(b!)? k, Tensor cos_sin_cache, Tensor inv_freq, "
@@ -34,11 +35,12 @@ at::Tensor build_cos_sin_cache(const at::Tensor& inv_freq, int64_t num_positions
 }
 
 at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
-                  double mscale, const std::optional<at::Tensor>& positions, bool interleaved) {
+                  double mscale, const std::optional<at::Tensor>& positions, bool interleaved,
+                  bool inverse) {
   static const auto op =
       find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                         const std::optional<at::Tensor>&, bool)>("yarn_ext::rotate");
-  return op.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved);
+                         const std::optional<at::Tensor>&, bool, bool)>("yarn_ext::rotate");
+  return op.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
 }
 
 void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,

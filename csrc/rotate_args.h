@@ -34,7 +34,7 @@ RotateOperand<scalar_t> rotate_operand(const RotationTask& task) {
 template <typename scalar_t>
 RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* second,
                                  const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                                 int64_t kVec) {
+                                 bool inverse, int64_t kVec) {
   RotateArgs<scalar_t> args{};
   args.operands[0] = rotate_operand<scalar_t>(first);
   args.num_operands = 1;
@@ -47,6 +47,7 @@ RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* 
   args.cache_positions = cache.size(0);
   args.frequencies = inv_freq.const_data_ptr<double>();
   args.mscale = mscale;
+  args.inverse = inverse;
   args.half = inv_freq.size(0);
   args.rotate_items = args.half / kVec;
   // Out of place, the pass-through features past the rotary dim are copied too.
@@ -62,15 +63,15 @@ RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* 
 template <typename scalar_t, typename Run>
 bool with_rotate_args(const RotationTask& first, const RotationTask* second,
                       const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                      Run&& run) {
+                      bool inverse, Run&& run) {
   constexpr int kVec = 16 / sizeof(scalar_t);
   if (vector_path(first, second, cache, kVec, inv_freq.size(0))) {
     run(std::integral_constant<int, kVec>{},
-        rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, kVec));
+        rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, inverse, kVec));
     return true;
   }
   run(std::integral_constant<int, 1>{},
-      rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, 1));
+      rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, inverse, 1));
   return false;
 }
 

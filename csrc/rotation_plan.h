@@ -20,6 +20,8 @@ struct RotationTask {
 };
 
 // yarn_ext::rotate: validates, allocates the output (at::empty_like(x)), builds the layout.
+// With symbolic shapes (Meta kernels under dynamic-shape tracing) the layout is left empty and
+// only the shape checks run (checks.h).
 RotationTask plan_rotate(const char* op, const at::Tensor& x, const at::Tensor& cos_sin_cache,
                          const at::Tensor& inv_freq, double mscale,
                          const std::optional<at::Tensor>& positions);

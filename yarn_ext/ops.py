@@ -26,15 +26,18 @@ def rotate(
     mscale: float,
     positions: Tensor | None = None,
     interleaved: bool = False,
+    inverse: bool = False,
 ) -> Tensor:
     """x [..., S, D] (D >= dim) with its first dim features rotated; a new tensor.
 
     positions (int32/int64) broadcasts against x.shape[:-1]; without it row s along dim -2 gets
     position s. interleaved=False pairs features (i, i + dim/2) (NeoX, Zeta, transformers);
-    True pairs (2i, 2i + 1) (GPT-J).
+    True pairs (2i, 2i + 1) (GPT-J). inverse=True rotates by -angle (the transpose; both
+    directions scale by mscale), which is the gradient. Differentiable with respect to x, to
+    any order.
     """
     return torch.ops.yarn_ext.rotate.default(
-        x, cos_sin_cache, inv_freq, mscale, positions, interleaved
+        x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse
     )
 
 

@@ -12,7 +12,8 @@ namespace yarn_ext::testing {
 // Out of place; returns whether the 16-byte vector path was taken.
 bool emulate_cuda_rotate(const at::Tensor& x, at::Tensor& out, const at::Tensor& cos_sin_cache,
                          const at::Tensor& inv_freq, double mscale,
-                         const std::optional<at::Tensor>& positions, bool interleaved);
+                         const std::optional<at::Tensor>& positions, bool interleaved,
+                         bool inverse);
 
 // q and optional k in place, as one launch; returns whether the vector path was taken.
 bool emulate_cuda_rotate_inplace(const at::Tensor& q, const std::optional<at::Tensor>& k,

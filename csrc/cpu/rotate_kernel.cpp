@@ -62,15 +62,16 @@ struct RowShape {
   int64_t in_stride;  // element strides of the last dimension
   int64_t out_stride;
   bool interleaved;
+  bool inverse;  // rotate by -angle: sin negated
 };
 
 // One row with the shared kVec = 1 work unit: the same code the CUDA scalar path runs.
 template <typename scalar_t, typename acc_t, bool interleaved>
 void rotate_row(const scalar_t* in, scalar_t* out, const RowShape& shape, const acc_t* cos_sin) {
   for (int64_t i = 0; i < shape.half; ++i) {
-    rotation::rotate_pairs<scalar_t, acc_t, 1, interleaved>(in, out, shape.in_stride,
-                                                            shape.out_stride, i, shape.half,
-                                                            cos_sin + i, cos_sin + shape.half + i);
+    const acc_t sin = shape.inverse ? -cos_sin[shape.half + i] : cos_sin[shape.half + i];
+    rotation::rotate_pairs<scalar_t, acc_t, 1, interleaved>(
+        in, out, shape.in_stride, shape.out_stride, i, shape.half, cos_sin + i, &sin);
   }
   if (in != out) {  // partial rotary: the features past the rotary dim pass through
     for (int64_t d = 2 * shape.half; d < shape.head_size; ++d) {
@@ -82,10 +83,10 @@ void rotate_row(const scalar_t* in, scalar_t* out, const RowShape& shape, const 
 template <typename scalar_t, typename position_t>
 void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Tensor& positions,
                  const RotationRows& rows, const at::Tensor& cache, const at::Tensor& inv_freq,
-                 double mscale, bool interleaved) {
+                 double mscale, bool interleaved, bool inverse) {
   using acc_t = at::opmath_type<scalar_t>;
-  const RowShape shape{input.size(-1), inv_freq.size(0), input.stride(-1), output.stride(-1),
-                       interleaved};
+  const RowShape shape{input.size(-1),    inv_freq.size(0), input.stride(-1),
+                       output.stride(-1), interleaved,      inverse};
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = output.mutable_data_ptr<scalar_t>();
   const position_t* pos = positions.defined() ? positions.const_data_ptr<position_t>() : nullptr;
@@ -112,27 +113,27 @@ void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Te
 }
 
 void run(const detail::RotationTask& task, const at::Tensor& cache, const at::Tensor& inv_freq,
-         double mscale, bool interleaved) {
+         double mscale, bool interleaved, bool inverse) {
   if (task.input.numel() == 0) return;
   const bool int32_positions = task.positions.defined() && task.positions.scalar_type() == at::kInt;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, task.input.scalar_type(), "yarn_ext_rotate", [&] {
         if (int32_positions) {
           rotate_rows<scalar_t, int32_t>(task.input, task.output, task.positions, task.rows, cache,
-                                         inv_freq, mscale, interleaved);
+                                         inv_freq, mscale, interleaved, inverse);
         } else {
           rotate_rows<scalar_t, int64_t>(task.input, task.output, task.positions, task.rows, cache,
-                                         inv_freq, mscale, interleaved);
+                                         inv_freq, mscale, interleaved, inverse);
         }
       });
 }
 
 at::Tensor rotate_cpu(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                       const at::Tensor& inv_freq, double mscale,
-                      const std::optional<at::Tensor>& positions, bool interleaved) {
+                      const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
   const detail::RotationTask task =
       detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
-  run(task, cos_sin_cache, inv_freq, mscale, interleaved);
+  run(task, cos_sin_cache, inv_freq, mscale, interleaved, inverse);
   return task.output;
 }
 
@@ -142,8 +143,8 @@ void rotate_inplace_cpu(const at::Tensor& q, const std::optional<at::Tensor>& k,
   // Everything is validated before the first write, so a failing call leaves q and k untouched.
   const detail::InplaceRotation plan = detail::plan_rotate_inplace(
       "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
-  run(plan.q, cos_sin_cache, inv_freq, mscale, interleaved);
-  if (plan.k) run(*plan.k, cos_sin_cache, inv_freq, mscale, interleaved);
+  run(plan.q, cos_sin_cache, inv_freq, mscale, interleaved, /*inverse=*/false);
+  if (plan.k) run(*plan.k, cos_sin_cache, inv_freq, mscale, interleaved, /*inverse=*/false);
 }
 
 }  // namespace

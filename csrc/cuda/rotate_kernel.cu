@@ -60,11 +60,11 @@ void launch(const RotateArgs<scalar_t>& args, bool interleaved) {
 // Rotates one or two tasks (q and k) sharing the tables, in one launch.
 void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask* second,
                   const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                  bool interleaved) {
+                  bool interleaved, bool inverse) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_rotate_cuda", [&] {
         detail::with_rotate_args<scalar_t>(
-            first, second, cache, inv_freq, mscale, [&](auto width, const auto& args) {
+            first, second, cache, inv_freq, mscale, inverse, [&](auto width, const auto& args) {
               launch<scalar_t, decltype(width)::value>(args, interleaved);
             });
       });
@@ -72,12 +72,13 @@ void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask*
 
 at::Tensor rotate_cuda(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                        const at::Tensor& inv_freq, double mscale,
-                       const std::optional<at::Tensor>& positions, bool interleaved) {
+                       const std::optional<at::Tensor>& positions, bool interleaved,
+                       bool inverse) {
   // Validation first: a CPU tensor must get the argument error, not a guard's complaint.
   const detail::RotationTask task =
       detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
   const c10::cuda::CUDAGuard guard(x.device());
-  rotate_tasks(task, nullptr, cos_sin_cache, inv_freq, mscale, interleaved);
+  rotate_tasks(task, nullptr, cos_sin_cache, inv_freq, mscale, interleaved, inverse);
   return task.output;
 }
 
@@ -88,7 +89,8 @@ void rotate_inplace_cuda(const at::Tensor& q, const std::optional<at::Tensor>& k
   const detail::InplaceRotation plan = detail::plan_rotate_inplace(
       "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
   const c10::cuda::CUDAGuard guard(q.device());
-  rotate_tasks(plan.q, plan.k ? &*plan.k : nullptr, cos_sin_cache, inv_freq, mscale, interleaved);
+  rotate_tasks(plan.q, plan.k ? &*plan.k : nullptr, cos_sin_cache, inv_freq, mscale, interleaved,
+               /*inverse=*/false);
 }
 
 }  // namespace

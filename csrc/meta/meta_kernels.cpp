@@ -15,16 +15,17 @@ namespace {
 at::Tensor build_cos_sin_cache_meta(const at::Tensor& inv_freq, c10::SymInt num_positions,
                                     double mscale) {
   constexpr const char* kOp = "yarn_ext.build_cos_sin_cache";
-  const int64_t half = detail::check_inv_freq(kOp, inv_freq);
+  const c10::SymInt half = detail::check_inv_freq(kOp, inv_freq);
   detail::check_mscale(kOp, mscale);
-  TORCH_SYM_CHECK(num_positions.sym_ge(0), kOp, ": num_positions must be >= 0");
-  return at::empty_symint({std::move(num_positions), c10::SymInt(2 * half)},
+  TORCH_CHECK_VALUE(num_positions >= 0, kOp, ": num_positions must be >= 0, got ", num_positions);
+  return at::empty_symint({std::move(num_positions), half * 2},
                           inv_freq.options().dtype(at::kFloat));
 }
 
 at::Tensor rotate_meta(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                        const at::Tensor& inv_freq, double mscale,
-                       const std::optional<at::Tensor>& positions, bool /*interleaved*/) {
+                       const std::optional<at::Tensor>& positions, bool /*interleaved*/,
+                       bool /*inverse*/) {
   return detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions)
       .output;
 }

@@ -1,5 +1,5 @@
 // The yarn_ext operators for C++ callers. Each call goes through the dispatcher, so the CPU,
-// Meta (and later CUDA and autograd) kernels registered for yarn_ext:: all serve it.
+// CUDA, Meta and Autograd kernels registered for yarn_ext:: all serve it.
 //
 // Tables: `inv_freq` is float64 [dim / 2]; `cos_sin_cache` is float32 [positions, dim] holding
 // mscale * cos in columns [0, dim/2) and mscale * sin in [dim/2, dim), row p for position p.
@@ -17,9 +17,11 @@ at::Tensor build_cos_sin_cache(const at::Tensor& inv_freq, int64_t num_positions
 
 // x [..., S, D] with D >= dim: returns x with its first dim features rotated. positions (int32 or
 // int64) broadcasts against x.shape[:-1]; without it, row s along dim -2 gets position s.
+// inverse = true rotates by -angle: the transpose of the forward (both scale by mscale), which is
+// its gradient. Differentiable (twice and more) with respect to x.
 at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
                   double mscale, const std::optional<at::Tensor>& positions = std::nullopt,
-                  bool interleaved = false);
+                  bool interleaved = false, bool inverse = false);
 
 // Rotates q and, when given, k in place in one call. Everything is validated before anything is
 // written, so a call that throws has changed nothing.

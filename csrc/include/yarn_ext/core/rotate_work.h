@@ -44,6 +44,7 @@ struct RotateArgs {
   int64_t cache_positions;
   const double* frequencies;
   double mscale;
+  bool inverse;  // rotate by -angle (sin negated): the transpose, used by the backward
   int64_t half;
   int64_t rotate_items;   // items [0, rotate_items) of a row rotate kVec pairs each
   int64_t items_per_row;  // the rest copy kVec pass-through features (out of place only)
@@ -56,7 +57,21 @@ struct RotateArgs {
 };
 
 // cos/sin of pairs [first, first + kVec) at `position`: from the float32 cache when the position
-// is inside it (and the arithmetic is float32), else from the float64 math.
+// is inside it (and the arithmetic is float32), else from the float64 math. sin is negated for
+// the inverse rotation (exact, so the inverse is the forward's transpose to the last bit).
+template <typename acc_t, int kVec, typename scalar_t>
+YARN_HOST_DEVICE inline void cos_sin_on_the_fly(const RotateArgs<scalar_t>& args, int64_t position,
+                                                int64_t first, acc_t (&cos)[kVec],
+                                                acc_t (&sin)[kVec]) {
+  YARN_UNROLL
+  for (int j = 0; j < kVec; ++j) {
+    double c, s;
+    math::scaled_cos_sin(position, args.frequencies[first + j], args.mscale, &c, &s);
+    cos[j] = static_cast<acc_t>(c);
+    sin[j] = static_cast<acc_t>(s);
+  }
+}
+
 template <typename acc_t, int kVec, typename scalar_t>
 YARN_HOST_DEVICE inline void load_cos_sin(const RotateArgs<scalar_t>& args, int64_t position,
                                           int64_t first, acc_t (&cos)[kVec], acc_t (&sin)[kVec]) {
@@ -65,14 +80,15 @@ YARN_HOST_DEVICE inline void load_cos_sin(const RotateArgs<scalar_t>& args, int6
       const float* row = args.cache + position * 2 * args.half + first;
       rotation::load<kVec>(row, cos);
       rotation::load<kVec>(row + args.half, sin);
-      return;
+    } else {
+      cos_sin_on_the_fly(args, position, first, cos, sin);
     }
+  } else {
+    cos_sin_on_the_fly(args, position, first, cos, sin);
   }
-  for (int j = 0; j < kVec; ++j) {
-    double c, s;
-    math::scaled_cos_sin(position, args.frequencies[first + j], args.mscale, &c, &s);
-    cos[j] = static_cast<acc_t>(c);
-    sin[j] = static_cast<acc_t>(s);
+  if (args.inverse) {
+    YARN_UNROLL
+    for (int j = 0; j < kVec; ++j) sin[j] = -sin[j];
   }
 }
 
