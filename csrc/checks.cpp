@@ -99,7 +99,8 @@ c10::SymInt check_inv_freq(const char* op, const at::Tensor& inv_freq) {
   TORCH_CHECK_VALUE(inv_freq.dim() == 1 && inv_freq.sym_size(0) > 0, op,
                     ": inv_freq must be a non-empty 1-D tensor [dim / 2], got shape ",
                     inv_freq.sym_sizes());
-  TORCH_CHECK_VALUE(inv_freq.sym_is_contiguous().guard_bool(__FILE__, __LINE__), op, ": inv_freq must be contiguous");
+  TORCH_CHECK_VALUE(inv_freq.sym_is_contiguous().guard_bool(__FILE__, __LINE__), op,
+                    ": inv_freq must be contiguous");
   return inv_freq.sym_size(0);
 }
 

@@ -33,3 +33,6 @@ def assert_matches_reference(
 
 # The one marker for tests that need a GPU: they skip cleanly where there is none.
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+# For tests that run on every device: the CUDA case carries the marker.
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]

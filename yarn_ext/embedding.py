@@ -140,12 +140,9 @@ class YarnEmbedding(nn.Module):
         cache = ops.build_cos_sin_cache(inv_freq, num_positions, mscale)
         return _Tables(inv_freq, cache, 1.0 if scale is None else float(scale), float(mscale))
 
-    def _grown_tables(self, seq_len: int | None) -> _Tables | None:
-        """The tables for a call that needs `seq_len` positions, or None when the cache has
-        them. Nothing is stored: calls commit the tables only once their kernel succeeded, so
-        a call that raises leaves the module as it was."""
-        if seq_len is None or seq_len <= self.max_seq_len_cached:
-            return None
+    def _grown_tables(self, seq_len: int) -> _Tables:
+        """The tables for a call that needs `seq_len` (> max_seq_len_cached) positions. Nothing
+        is stored: callers commit them once their kernel succeeded."""
         scale = seq_len / self.original_max_position_embeddings
         if scale > self.scale:
             # Dynamic YaRN (Zeta): a longer context is interpolated further.
@@ -169,17 +166,20 @@ class YarnEmbedding(nn.Module):
         seq_len: SupportsIndex | None,
         positions: Tensor | None,
         *tensors: Tensor | None,
-    ) -> int | None:
+    ) -> int | torch.SymInt | None:
         """The sequence length a call needs cached: seq_len, or without positions the longest
         dim -2 of the tensors (row s gets position s). With positions and no seq_len, None:
         nothing is recomputed and nothing is read back to the host (positions past the cache
-        are computed on the fly by the kernel)."""
+        are computed on the fly by the kernel). Lengths stay symbolic under torch.compile with
+        dynamic shapes (no int()): the growth test becomes a guard, not a specialization."""
         if seq_len is not None:
             return positive_int("seq_len", seq_len)
         if positions is not None:
             return None
-        lengths = [int(t.shape[-2]) for t in tensors if t is not None and t.dim() >= 2]
-        return max(lengths, default=0) or None
+        lengths = [t.shape[-2] for t in tensors if t is not None and t.dim() >= 2]
+        if not lengths:
+            return None
+        return lengths[0] if len(lengths) == 1 else torch.sym_max(*lengths)
 
     # -- API -------------------------------------------------------------------------------
 
@@ -189,13 +189,14 @@ class YarnEmbedding(nn.Module):
         """x [..., S, D] (D >= dim) with YaRN applied to its first dim features; same shape,
         dtype and device. `positions` (int32/int64) broadcasts against x.shape[:-1] ([S],
         [B, S] for [B, S, D], [B, 1, S] for [B, H, S, D], [B, S, 1] for [B, S, H, D]); without
-        it row s along dim -2 gets position s and seq_len defaults to S."""
-        tables = self._grown_tables(self._needed_length(seq_len, positions, x))
-        t = tables or self._current_tables()
-        out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
-        if tables is not None:
-            self._commit(tables)
-        return out
+        it row s along dim -2 gets position s and seq_len defaults to S. Differentiable with
+        respect to x."""
+        needed = self._needed_length(seq_len, positions, x)
+        if needed is not None and needed > self.max_seq_len_cached:
+            return self._forward_growing(needed, x, positions)
+        return ops.rotate(
+            x, self.cos_sin_cache, self.inv_freq, self.mscale, positions, self.interleaved
+        )
 
     def rotate_(
         self,
@@ -207,13 +208,35 @@ class YarnEmbedding(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Rotates q and (optionally) k in place in one kernel call and returns them. q and k
         may differ in head count and be non-contiguous views (slices of a fused qkv tensor).
-        Same position rules as forward; a call that raises has changed nothing."""
-        tables = self._grown_tables(self._needed_length(seq_len, positions, q, k))
-        t = tables or self._current_tables()
-        ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
-        if tables is not None:
-            self._commit(tables)
+        Same position rules as forward; a call that raises has changed nothing. For inference:
+        where q or k requires grad this raises (use forward)."""
+        needed = self._needed_length(seq_len, positions, q, k)
+        if needed is not None and needed > self.max_seq_len_cached:
+            self._rotate_growing(needed, q, k, positions)
+        else:
+            ops.rotate_inplace(
+                q, k, self.cos_sin_cache, self.inv_freq, self.mscale, positions, self.interleaved
+            )
         return q, k
+
+    # Growth runs eagerly: under torch.compile it is a graph break, and the usual path (positions
+    # given, or a cache long enough) stays in the graph. The new tables are committed only once
+    # the kernel succeeded, so a call that raises leaves the module as it was.
+
+    @torch.compiler.disable
+    def _forward_growing(self, needed: int, x: Tensor, positions: Tensor | None) -> Tensor:
+        t = self._grown_tables(int(needed))
+        out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+        self._commit(t)
+        return out
+
+    @torch.compiler.disable
+    def _rotate_growing(
+        self, needed: int, q: Tensor, k: Tensor | None, positions: Tensor | None
+    ) -> None:
+        t = self._grown_tables(int(needed))
+        ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+        self._commit(t)
 
     def cos_sin(
         self,
@@ -226,9 +249,8 @@ class YarnEmbedding(nn.Module):
         returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
         each frequency repeated twice in a row when interleaved."""
         seq_len = positive_int("seq_len", seq_len)
-        tables = self._grown_tables(seq_len)
-        if tables is not None:
-            self._commit(tables)
+        if seq_len > self.max_seq_len_cached:
+            self._commit(self._grown_tables(seq_len))
         half = self.dim // 2
         table = self.cos_sin_cache[:seq_len]
         cos, sin = table[:, :half], table[:, half:]
@@ -240,9 +262,6 @@ class YarnEmbedding(nn.Module):
             cos[None, None].to(dtype=dtype, device=device),
             sin[None, None].to(dtype=dtype, device=device),
         )
-
-    def _current_tables(self) -> _Tables:
-        return _Tables(self.inv_freq, self.cos_sin_cache, self.scale, self.mscale)
 
     # -- nn.Module plumbing ----------------------------------------------------------------
 

@@ -86,10 +86,12 @@ def rotate(
     mscale: float,
     positions: Tensor | None = None,
     interleaved: bool = False,
+    inverse: bool = False,
 ) -> Tensor:
     """float64 result of rotating the first 2 * len(inv_freq) features of x [..., S, D].
 
     positions broadcasts against x.shape[:-1]; without it row s along dim -2 gets position s.
+    inverse rotates by -angle (the transpose).
     """
     half = inv_freq.shape[0]
     x64 = x.to(torch.float64)
@@ -97,6 +99,8 @@ def rotate(
         positions = torch.arange(x.shape[-2], device=x.device)  # aligns with dim -2 of x
     positions = positions.expand(x.shape[:-1])
     cos, sin = cos_sin(positions, inv_freq.to(x.device), mscale)
+    if inverse:
+        sin = -sin
     if interleaved:
         a, b = x64[..., 0 : 2 * half : 2], x64[..., 1 : 2 * half : 2]
     else:

@@ -67,8 +67,7 @@ at::Tensor rotate_autograd(const at::Tensor& x, const at::Tensor& cos_sin_cache,
   TORCH_CHECK(!needs_grad(cos_sin_cache) && !needs_grad(inv_freq),
               "yarn_ext.rotate: cos_sin_cache and inv_freq are not differentiable (the rotation "
               "is differentiable with respect to x only); pass tables that do not require grad");
-  return RotateFunction::apply(x, cos_sin_cache, inv_freq, mscale, positions, interleaved,
-                               inverse);
+  return RotateFunction::apply(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
 }
 
 void rotate_inplace_autograd(const at::Tensor& q, const std::optional<at::Tensor>& k,

@@ -72,8 +72,7 @@ void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask*
 
 at::Tensor rotate_cuda(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                        const at::Tensor& inv_freq, double mscale,
-                       const std::optional<at::Tensor>& positions, bool interleaved,
-                       bool inverse) {
+                       const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
   // Validation first: a CPU tensor must get the argument error, not a guard's complaint.
   const detail::RotationTask task =
       detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);

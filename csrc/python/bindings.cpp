@@ -52,15 +52,16 @@ PYBIND11_MODULE(_C, m) {
         py::arg("truncate"));
   m.def("built_backends", &built_backends);
   // Test hooks (tests/test_cuda_emulation.py): the CUDA kernel's work items, run on the CPU.
-  m.def("_emulate_cuda_rotate",
-        [](const at::Tensor& x, const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-           const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
-          at::Tensor out;
-          const bool vector_path = yarn_ext::testing::emulate_cuda_rotate(
-              x, out, cache, inv_freq, mscale, positions, interleaved, inverse);
-          return py::make_tuple(out, vector_path);
-        },
-        py::arg("x"), py::arg("cache"), py::arg("inv_freq"), py::arg("mscale"),
-        py::arg("positions"), py::arg("interleaved"), py::arg("inverse") = false);
+  m.def(
+      "_emulate_cuda_rotate",
+      [](const at::Tensor& x, const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
+         const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
+        at::Tensor out;
+        const bool vector_path = yarn_ext::testing::emulate_cuda_rotate(
+            x, out, cache, inv_freq, mscale, positions, interleaved, inverse);
+        return py::make_tuple(out, vector_path);
+      },
+      py::arg("x"), py::arg("cache"), py::arg("inv_freq"), py::arg("mscale"), py::arg("positions"),
+      py::arg("interleaved"), py::arg("inverse") = false);
   m.def("_emulate_cuda_rotate_inplace", &yarn_ext::testing::emulate_cuda_rotate_inplace);
 }
