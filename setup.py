@@ -1,4 +1,5 @@
-"""Build script for yarn_ext's native extension (yarn_ext._C).
+"""Build script for yarn_ext: the C++ library libyarn_ext (built by CMakeLists.txt, installed
+into the package with its headers and CMake package) and the Python module yarn_ext._C.
 
 Build with the torch you will run against, without build isolation:
 
@@ -9,7 +10,7 @@ found - a GPU on the build machine is not needed. Environment switches:
 
     FORCE_CUDA=1            build the CUDA kernels or fail
     YARN_EXT_CPU_ONLY=1     never build them
-    TORCH_CUDA_ARCH_LIST    target architectures (default: DEFAULT_ARCH_LIST below)
+    TORCH_CUDA_ARCH_LIST    target architectures (default: the list in CMakeLists.txt)
     CUDA_HOME / CUDA_PATH   the toolkit (else /usr/local/cuda, else torch's guess)
     YARN_EXT_DEBUG=1        -O0 -g
 """
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
-# Every architecture CUDA 12.8+/13 compiles for that PyTorch supports, plus PTX for newer GPUs.
-DEFAULT_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 
 
 def find_cuda_home() -> str | None:
@@ -55,8 +56,9 @@ def read_version() -> str:
     return match.group(1)
 
 
-def sources(pattern: str) -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob(pattern))
+def arch_list() -> str:
+    chosen = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    return f"TORCH_CUDA_ARCH_LIST={chosen}" if chosen else "CMakeLists.txt's default architectures"
 
 
 def want_cuda() -> bool:
@@ -70,6 +72,7 @@ def want_cuda() -> bool:
                 "FORCE_CUDA=1 needs a CUDA build of torch and the CUDA toolkit "
                 f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={cpp_extension.CUDA_HOME})"
             )
+        print(f"yarn_ext: FORCE_CUDA=1, building CPU and CUDA kernels for {arch_list()}")
         return True
     if torch.version.cuda is None:
         print("yarn_ext: torch is a CPU build, building the CPU kernels only")
@@ -77,35 +80,81 @@ def want_cuda() -> bool:
     if not have_toolkit:
         print("yarn_ext: no CUDA toolkit found (set CUDA_HOME), building the CPU kernels only")
         return False
+    print(
+        f"yarn_ext: building CPU and CUDA kernels with {cpp_extension.CUDA_HOME}/bin/nvcc for "
+        f"{arch_list()}"
+    )
     return True
 
 
-def extension() -> cpp_extension.CppExtension:
+def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
+    """Builds libyarn_ext (kernels, operator registrations, the C++ API; no Python) with
+    CMakeLists.txt - the same build C++ users run - and installs it into the package: lib/, include/
+    and share/cmake/ (the CMake package, found through yarn_ext.cmake_prefix_path)."""
+    try:  # the cmake package of requirements.txt, whether or not its bin/ is on PATH
+        from cmake import CMAKE_BIN_DIR
+
+        cmake: str | None = str(Path(CMAKE_BIN_DIR) / "cmake")
+    except ImportError:
+        cmake = shutil.which("cmake")
+    if cmake is None:
+        raise RuntimeError("building yarn_ext needs cmake (pip install cmake)")
     debug = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
-    optimize = ["-O0", "-g"] if debug else ["-O3"]
-    # at::parallel_for is OpenMP in torch's CPU builds: without -fopenmp it runs on one thread.
-    # The extension then shares torch's libgomp (same soname), not a second OpenMP runtime.
-    cxx = [*optimize, "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-    common = {
-        "name": "yarn_ext._C",
-        "include_dirs": [str(CSRC / "include"), str(CSRC)],
-        "extra_link_args": ["-fopenmp"],
-    }
-    if not want_cuda():
-        return cpp_extension.CppExtension(
-            sources=sources("*.cpp"), extra_compile_args={"cxx": cxx}, **common
-        )
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
-    print(
-        f"yarn_ext: building CPU and CUDA kernels with {cpp_extension.CUDA_HOME}/bin/nvcc for "
-        f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
+    configure = [
+        cmake,
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build_dir),
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        f"-DCMAKE_INSTALL_PREFIX={package_dir}",
+        "-DCMAKE_INSTALL_LIBDIR=lib",
+        "-DCMAKE_INSTALL_INCLUDEDIR=include",
+        "-DYARN_EXT_CMAKE_DIR=share/cmake/yarn_ext",
+        f"-DCMAKE_BUILD_TYPE={'Debug' if debug else 'Release'}",
+        f"-DYARN_EXT_CUDA={'ON' if cuda else 'OFF'}",
+        "-DYARN_EXT_BUILD_TESTS=OFF",
+        "-DYARN_EXT_VERSIONED_SONAME=OFF",
+    ]
+    if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
+        configure += ["-G", "Ninja"]
+    if cuda:
+        configure.append(f"-DCUDA_TOOLKIT_ROOT_DIR={cpp_extension.CUDA_HOME}")
+    subprocess.check_call(configure)
+    jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
+    subprocess.check_call([cmake, "--build", str(build_dir), "--parallel", jobs])
+    subprocess.check_call([cmake, "--install", str(build_dir)])
+    # What the package checks at import: a torch with another C++ ABI fails with a clear message.
+    (package_dir / "_build_info.py").write_text(
+        f'"""Written by setup.py at build time."""\n\nTORCH_VERSION = "{torch.__version__}"\n'
+        f"CUDA = {cuda}\n"
     )
-    # No fast-math: the angles are reduced in float64 and need precise sin/cos.
-    nvcc = [*optimize, "-lineinfo", "--expt-relaxed-constexpr", "-Xcompiler=-Wall"]
-    return cpp_extension.CUDAExtension(
-        sources=sources("*.cpp") + sources("*.cu"),
-        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-        **common,
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """Builds libyarn_ext with CMake first, then the Python module _C against it."""
+
+    def run(self) -> None:
+        package_dir = Path(self.get_ext_fullpath("yarn_ext._C")).resolve().parent
+        package_dir.mkdir(parents=True, exist_ok=True)
+        cuda = want_cuda()
+        build_library(package_dir, Path(self.build_temp).resolve() / "cmake", cuda)
+        for ext in self.extensions:
+            ext.library_dirs.append(str(package_dir / "lib"))
+        super().run()
+
+
+def extension() -> cpp_extension.CppExtension:
+    """yarn_ext._C: the pybind11 bindings and test hooks, linked to libyarn_ext, which it finds
+    next to itself (yarn_ext/lib) through its RPATH."""
+    debug = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
+    return cpp_extension.CppExtension(
+        name="yarn_ext._C",
+        sources=["csrc/python/bindings.cpp", "csrc/cpu/cuda_emulation.cpp"],
+        include_dirs=[str(CSRC / "include"), str(CSRC)],
+        libraries=["yarn_ext"],
+        extra_compile_args={"cxx": ["-O0", "-g"] if debug else ["-O3"]},
+        extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
     )
 
 
@@ -114,5 +163,5 @@ setup(
     version=read_version(),
     packages=find_packages(include=["yarn_ext", "yarn_ext.*"]),
     ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": BuildExtension},
 )

@@ -35,15 +35,34 @@ double find_correction_dim(double num_rotations, int64_t dim, double base,
   return math::find_correction_dim(num_rotations, dim, base, max_position_embeddings);
 }
 
-std::pair<double, double> find_correction_range(double low_rot, double high_rot, int64_t dim,
-                                                double base, int64_t max_position_embeddings,
-                                                bool truncate) {
+namespace {
+
+math::CorrectionRange checked_correction_range(double low_rot, double high_rot, int64_t dim,
+                                               double base, int64_t max_position_embeddings,
+                                               bool truncate) {
   constexpr const char* kFn = "find_correction_range";
   check_rotations(kFn, "low_rot", low_rot);
   check_rotations(kFn, "high_rot", high_rot);
   check_rope_geometry(kFn, dim, base, max_position_embeddings, "max_position_embeddings");
+  return math::find_correction_range(low_rot, high_rot, dim, base, max_position_embeddings,
+                                     truncate);
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> find_correction_range(double low_rot, double high_rot, int64_t dim,
+                                                  double base, int64_t max_position_embeddings) {
   const math::CorrectionRange range =
-      math::find_correction_range(low_rot, high_rot, dim, base, max_position_embeddings, truncate);
+      checked_correction_range(low_rot, high_rot, dim, base, max_position_embeddings, true);
+  // Whole numbers by construction (floor / ceil, clamped to [0, dim - 1]).
+  return {static_cast<int64_t>(range.low), static_cast<int64_t>(range.high)};
+}
+
+std::pair<double, double> find_correction_range_fractional(double low_rot, double high_rot,
+                                                           int64_t dim, double base,
+                                                           int64_t max_position_embeddings) {
+  const math::CorrectionRange range =
+      checked_correction_range(low_rot, high_rot, dim, base, max_position_embeddings, false);
   return {range.low, range.high};
 }
 

@@ -28,6 +28,12 @@ c10::TypedOperatorHandle<Signature> find_op(const char* name) {
 
 }  // namespace
 
+namespace detail {
+int library_anchor() {
+  return 0;
+}
+}  // namespace detail
+
 at::Tensor build_cos_sin_cache(const at::Tensor& inv_freq, int64_t num_positions, double mscale) {
   static const auto op =
       find_op<at::Tensor(const at::Tensor&, c10::SymInt, double)>("yarn_ext::build_cos_sin_cache");

@@ -5,14 +5,23 @@ Public API:
     find_correction_dim, find_correction_range, linear_ramp_mask, get_mscale   YaRN helpers
     yarn_ext.ops                    typed wrappers of the torch.ops.yarn_ext operators
     yarn_ext.reference              a slow, independent float64 implementation (the test oracle)
+    yarn_ext.cmake_prefix_path      the folder to put on CMAKE_PREFIX_PATH to build C++ programs
+                                    against this install (find_package(yarn_ext))
 """
+
+from pathlib import Path
 
 import torch  # noqa: F401  (loads libtorch, which the extension links against)
 
-from yarn_ext import _C, ops, reference
+from yarn_ext._loader import load_extension
 from yarn_ext._version import __version__
-from yarn_ext.embedding import YarnEmbedding
-from yarn_ext.helpers import (
+
+# First: checks the torch ABI, then loads _C and libyarn_ext (the operator registrations).
+_C = load_extension()
+
+from yarn_ext import ops, reference  # noqa: E402
+from yarn_ext.embedding import YarnEmbedding  # noqa: E402
+from yarn_ext.helpers import (  # noqa: E402
     find_correction_dim,
     find_correction_range,
     get_mscale,
@@ -24,6 +33,7 @@ __all__ = [
     "YarnEmbedding",
     "__version__",
     "built_backends",
+    "cmake_prefix_path",
     "find_correction_dim",
     "find_correction_range",
     "get_mscale",
@@ -32,6 +42,10 @@ __all__ = [
     "reference",
     "yarn_inv_freq",
 ]
+
+
+# Like torch.utils.cmake_prefix_path: share/cmake of this install holds yarn_extConfig.cmake.
+cmake_prefix_path = str(Path(__file__).resolve().parent / "share" / "cmake")
 
 
 def built_backends() -> list[str]:

@@ -9,9 +9,9 @@ from typing import NamedTuple, SupportsFloat, SupportsIndex
 import torch
 from torch import Tensor, nn
 
-from yarn_ext import ops
+from yarn_ext import _C, ops
 from yarn_ext._checks import as_float, as_int, positive_float, positive_int
-from yarn_ext.helpers import get_mscale, yarn_inv_freq
+from yarn_ext.helpers import yarn_inv_freq
 
 
 class _Tables(NamedTuple):
@@ -131,26 +131,18 @@ class YarnEmbedding(nn.Module):
             truncate=self.truncate,
             device=device,
         )
-        if self.attention_factor is not None:
-            mscale = self.attention_factor
-        elif scale is None:
-            mscale = 1.0
-        else:
-            mscale = get_mscale(scale) * self.attn_factor
+        mscale = _C.table_mscale(scale, self.attn_factor, self.attention_factor)
         cache = ops.build_cos_sin_cache(inv_freq, num_positions, mscale)
         return _Tables(inv_freq, cache, 1.0 if scale is None else float(scale), float(mscale))
 
     def _grown_tables(self, seq_len: int) -> _Tables:
         """The tables for a call that needs `seq_len` (> max_seq_len_cached) positions. Nothing
         is stored: callers commit them once their kernel succeeded."""
-        scale = seq_len / self.original_max_position_embeddings
-        if scale > self.scale:
-            # Dynamic YaRN (Zeta): a longer context is interpolated further.
+        # The policy (csrc/tables.cpp, shared with the C++ module): dynamic YaRN raises the scale
+        # to seq_len / original; where that would not raise it, only the cache is extended.
+        scale = _C.grown_scale(seq_len, self.original_max_position_embeddings, self.scale)
+        if scale is not None:
             return self._make_tables(scale, seq_len, self.inv_freq.device)
-        # seq_len / original would not raise the scale (the cache was built shorter than the
-        # original context, or a larger static scaling_factor is in force). Zeta would lower the
-        # scale here, even below 1, which breaks positions the model was trained on; keep the
-        # frequencies and only extend the cache.
         cache = ops.build_cos_sin_cache(self.inv_freq, seq_len, self.mscale)
         return _Tables(self.inv_freq, cache, self.scale, self.mscale)
 

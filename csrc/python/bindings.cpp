@@ -1,6 +1,8 @@
-// The Python extension module yarn_ext._C: pybind11 bindings of the helper functions. Loading it
-// also runs the TORCH_LIBRARY registrations compiled into the same library, which makes the
-// operators available as torch.ops.yarn_ext.*. The typed Python API lives in yarn_ext/.
+// The Python extension module yarn_ext._C: pybind11 bindings of the helper functions, and the
+// test hooks. The kernels and the operator registrations live in the Python-free library
+// libyarn_ext (yarn_ext/lib/), which _C links: loading _C loads it, and its TORCH_LIBRARY
+// registrations make the operators available as torch.ops.yarn_ext.*. The typed Python API
+// lives in yarn_ext/.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/extension.h>
 
@@ -9,6 +11,7 @@
 
 #include "cpu/cuda_emulation.h"
 #include "yarn_ext/helpers.h"
+#include "yarn_ext/tables.h"
 
 namespace py = pybind11;
 
@@ -34,11 +37,13 @@ PYBIND11_MODULE(_C, m) {
       "find_correction_range",
       [](double low_rot, double high_rot, int64_t dim, double base, int64_t max_position_embeddings,
          bool truncate) -> py::tuple {
-        const auto [low, high] = yarn_ext::find_correction_range(low_rot, high_rot, dim, base,
-                                                                 max_position_embeddings, truncate);
         if (truncate) {
-          return py::make_tuple(static_cast<int64_t>(low), static_cast<int64_t>(high));
+          const auto [low, high] = yarn_ext::find_correction_range(low_rot, high_rot, dim, base,
+                                                                   max_position_embeddings);
+          return py::make_tuple(low, high);
         }
+        const auto [low, high] = yarn_ext::find_correction_range_fractional(
+            low_rot, high_rot, dim, base, max_position_embeddings);
         return py::make_tuple(low, high);
       },
       py::arg("low_rot"), py::arg("high_rot"), py::arg("dim"), py::arg("base"),
@@ -50,6 +55,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("scale"), py::arg("original_max_position_embeddings"),
         py::arg("extrapolation_factor"), py::arg("beta_fast"), py::arg("beta_slow"),
         py::arg("truncate"));
+  m.def("table_mscale", &yarn_ext::table_mscale, py::arg("scale"), py::arg("attn_factor"),
+        py::arg("attention_factor"));
+  m.def("grown_scale", &yarn_ext::grown_scale, py::arg("seq_len"),
+        py::arg("original_max_position_embeddings"), py::arg("current_scale"));
   m.def("built_backends", &built_backends);
   // Test hooks (tests/test_cuda_emulation.py): the CUDA kernel's work items, run on the CPU.
   m.def(

@@ -12,11 +12,16 @@ namespace yarn_ext {
 double find_correction_dim(double num_rotations, int64_t dim, double base = 10000,
                            int64_t max_position_embeddings = 2048);
 
-// With truncate the bounds are whole numbers (floor / ceil); without it they stay fractional.
-std::pair<double, double> find_correction_range(double low_rot, double high_rot, int64_t dim,
-                                                double base = 10000,
-                                                int64_t max_position_embeddings = 2048,
-                                                bool truncate = true);
+// Zeta's correction range: whole dimensions (floor of the low bound, ceil of the high one),
+// clamped to [0, dim - 1].
+std::pair<int64_t, int64_t> find_correction_range(double low_rot, double high_rot, int64_t dim,
+                                                  double base = 10000,
+                                                  int64_t max_position_embeddings = 2048);
+
+// The same range without rounding (Python's truncate=False; transformers' gpt-oss variant).
+std::pair<double, double> find_correction_range_fractional(double low_rot, double high_rot,
+                                                           int64_t dim, double base = 10000,
+                                                           int64_t max_position_embeddings = 2048);
 
 // float32 tensor of shape [dim] on the CPU.
 at::Tensor linear_ramp_mask(double min, double max, int64_t dim);

@@ -1,0 +1,160 @@
+// C++ API tests: helpers, operators through the dispatcher (CPU and autograd), the YarnEmbedding
+// module against a plain float64 computation, and errors. Run by ctest.
+#include <torch/torch.h>
+#include <yarn_ext/yarn_ext.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::fprintf(stderr, "FAILED: %s\n", what.c_str());
+  }
+}
+
+// Whether fn throws an exception of type E whose message contains `needle`.
+template <typename E>
+bool throws(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return std::string(e.what()).find(needle) != std::string::npos;
+  } catch (...) {
+    return false;
+  }
+  return false;
+}
+
+// The rotation in float64, written out: pairs (i, i + half), angle = position * inv_freq[i].
+at::Tensor plain_rotation(const at::Tensor& x, const at::Tensor& inv_freq, double mscale,
+                          const at::Tensor& positions, bool inverse = false) {
+  const int64_t half = inv_freq.size(0);
+  const at::Tensor x64 = x.to(at::kDouble).contiguous().reshape({-1, x.size(-1)});
+  const at::Tensor pos = positions.expand(x.sizes().slice(0, x.dim() - 1)).reshape({-1});
+  at::Tensor out = x64.clone();
+  auto in = x64.accessor<double, 2>();
+  auto o = out.accessor<double, 2>();
+  const double* freq = inv_freq.data_ptr<double>();
+  for (int64_t r = 0; r < x64.size(0); ++r) {
+    const double p = static_cast<double>(pos[r].item<int64_t>());
+    for (int64_t i = 0; i < half; ++i) {
+      const double c = std::cos(p * freq[i]) * mscale;
+      const double s = (inverse ? -1.0 : 1.0) * std::sin(p * freq[i]) * mscale;
+      o[r][i] = in[r][i] * c - in[r][i + half] * s;
+      o[r][i + half] = in[r][i + half] * c + in[r][i] * s;
+    }
+  }
+  return out.reshape(x.sizes());
+}
+
+double max_error(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+void test_helpers() {
+  check(std::abs(yarn_ext::find_correction_dim(8, 256) - 51.5219231025195) < 1e-12,
+        "find_correction_dim");
+  const auto range = yarn_ext::find_correction_range(32, 1, 128, 10000, 2048);
+  check(range.first == 16 && range.second == 41, "find_correction_range (16, 41)");
+  const auto fractional = yarn_ext::find_correction_range_fractional(32, 1, 64, 150000, 4096);
+  check(std::abs(fractional.first - 8.09) < 0.01 && std::abs(fractional.second - 17.39) < 0.01,
+        "find_correction_range_fractional");
+  const at::Tensor ramp = yarn_ext::linear_ramp_mask(0.2, 0.8, 128);
+  check(ramp.scalar_type() == at::kFloat && ramp.size(0) == 128, "linear_ramp_mask shape");
+  check(ramp[0].item<float>() == 0.0f && ramp[127].item<float>() == 1.0f, "linear_ramp_mask ends");
+  check(std::abs(yarn_ext::get_mscale(2.0) - (0.1 * std::log(2.0) + 1.0)) < 1e-15, "get_mscale");
+  check(yarn_ext::get_mscale() == 1.0, "get_mscale default");
+}
+
+void test_module_matches_plain_math() {
+  // Qwen3-style static YaRN: factor 4 over a 32K original context.
+  yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(128)
+                                   .max_position_embeddings(1024)
+                                   .base(1e6)
+                                   .original_max_position_embeddings(256)
+                                   .finetuned(true));
+  check(rope->scale() == 4.0, "static scale = max / original");
+  check(std::abs(rope->mscale() - (0.1 * std::log(4.0) + 1.0)) < 1e-15, "mscale");
+  torch::manual_seed(0);
+  at::Tensor q = torch::randn({40, 8, 128});
+  at::Tensor k = torch::randn({40, 2, 128});
+  at::Tensor positions = torch::randint(-100, 5000, {40, 1}, torch::kLong);
+  const at::Tensor want_q = plain_rotation(q, rope->inv_freq(), rope->mscale(), positions);
+  const at::Tensor want_k = plain_rotation(k, rope->inv_freq(), rope->mscale(), positions);
+  const at::Tensor out = rope->forward(q, std::nullopt, positions);
+  check(max_error(out, want_q) < 1e-5, "forward against plain float64");
+  rope->rotate_(q, k, positions);
+  check(max_error(q, want_q) < 1e-5 && max_error(k, want_k) < 1e-5, "rotate_ q and k");
+  check(torch::equal(out, q), "forward and rotate_ agree bit for bit");
+  const auto [cos, sin] = rope->cos_sin(16);
+  check(cos.sizes() == at::IntArrayRef({1, 1, 16, 128}) && sin.sizes() == cos.sizes(),
+        "cos_sin shape");
+}
+
+void test_growth_and_precision() {
+  yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(64)
+                                   .max_position_embeddings(16)
+                                   .original_max_position_embeddings(16));
+  check(rope->scale() == 1.0 && rope->mscale() == 1.0, "plain RoPE before growth");
+  at::Tensor x = torch::randn({2, 40, 64});
+  rope->forward(x);
+  check(rope->max_seq_len_cached() == 40 && rope->scale() == 2.5, "dynamic growth to 40");
+  rope->to(torch::kBFloat16);
+  check(rope->inv_freq().scalar_type() == at::kDouble &&
+            rope->cos_sin_cache().scalar_type() == at::kFloat,
+        "tables keep float64 / float32 under to(bfloat16)");
+}
+
+void test_autograd_in_cpp() {
+  yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(32).max_position_embeddings(64));
+  at::Tensor x = torch::randn({3, 10, 32}, torch::kDouble).requires_grad_();
+  at::Tensor grad = torch::randn({3, 10, 32}, torch::kDouble);
+  rope->forward(x).backward(grad);
+  const at::Tensor positions = torch::arange(10);
+  const at::Tensor want = plain_rotation(grad, rope->inv_freq(), rope->mscale(), positions, true);
+  check(x.grad().defined() && max_error(x.grad(), want) < 1e-12, "C++ backward = inverse rotation");
+  at::Tensor q = torch::randn({4, 2, 32}).requires_grad_();
+  check(throws<c10::Error>(
+            [&] { rope->rotate_(q * 1.0, std::nullopt, torch::arange(4).unsqueeze(1)); },
+            "for inference"),
+        "rotate_ refuses to be recorded");
+}
+
+void test_errors() {
+  check(throws<c10::ValueError>([] { yarn_ext::YarnEmbedding(yarn_ext::YarnEmbeddingOptions(63)); },
+                                "dim"),
+        "odd dim named");
+  check(throws<c10::ValueError>(
+            [] { yarn_ext::YarnEmbedding(yarn_ext::YarnEmbeddingOptions(64).scaling_factor(2.0)); },
+            "scaling_factor"),
+        "scaling_factor without finetuned named");
+  yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(64));
+  at::Tensor q = torch::randn({5, 2, 64});
+  const at::Tensor before = q.clone();
+  check(throws<c10::ValueError>([&] { rope->rotate_(q, std::nullopt, torch::arange(3)); },
+                                "positions"),
+        "positions that do not broadcast named");
+  check(torch::equal(q, before), "a failed in-place call changes nothing");
+  check(throws<c10::TypeError>([&] { rope->forward(torch::ones({2, 64}, torch::kLong)); }, "x"),
+        "integer x named");
+}
+
+}  // namespace
+
+int main() {
+  test_helpers();
+  test_module_matches_plain_math();
+  test_growth_and_precision();
+  test_autograd_in_cpp();
+  test_errors();
+  std::printf("yarn_ext %s C++ tests: %s\n", YARN_EXT_VERSION, failures == 0 ? "passed" : "FAILED");
+  return failures == 0 ? 0 : 1;
+}
