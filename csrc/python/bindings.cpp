@@ -12,6 +12,7 @@
 #include "cpu/cuda_emulation.h"
 #include "yarn_ext/helpers.h"
 #include "yarn_ext/tables.h"
+#include "yarn_ext/yarn_embedding.h"
 
 namespace py = pybind11;
 
@@ -60,6 +61,34 @@ PYBIND11_MODULE(_C, m) {
   m.def("grown_scale", &yarn_ext::grown_scale, py::arg("seq_len"),
         py::arg("original_max_position_embeddings"), py::arg("current_scale"));
   m.def("built_backends", &built_backends);
+  // Test hook (tests/test_package.py): the C++ module yarn_ext::YarnEmbedding, built with the
+  // given options and called forward(x, seq_len, positions) for each call in turn; returns the
+  // outputs and the final tables, to compare with the Python module bit for bit.
+  m.def("_cpp_module_calls",
+        [](int64_t dim, int64_t max_position_embeddings, double base,
+           int64_t original_max_position_embeddings, double attn_factor, bool finetuned,
+           std::optional<double> scaling_factor, std::optional<double> attention_factor,
+           bool truncate, bool interleaved,
+           const std::vector<
+               std::tuple<at::Tensor, std::optional<int64_t>, std::optional<at::Tensor>>>& calls) {
+          yarn_ext::YarnEmbedding rope(
+              yarn_ext::YarnEmbeddingOptions(dim)
+                  .max_position_embeddings(max_position_embeddings)
+                  .base(base)
+                  .original_max_position_embeddings(original_max_position_embeddings)
+                  .attn_factor(attn_factor)
+                  .finetuned(finetuned)
+                  .scaling_factor(scaling_factor)
+                  .attention_factor(attention_factor)
+                  .truncate(truncate)
+                  .interleaved(interleaved));
+          std::vector<at::Tensor> outputs;
+          for (const auto& [x, seq_len, positions] : calls) {
+            outputs.push_back(rope->forward(x, seq_len, positions));
+          }
+          return py::make_tuple(outputs, rope->inv_freq(), rope->cos_sin_cache(), rope->scale(),
+                                rope->mscale());
+        });
   // Test hooks (tests/test_cuda_emulation.py): the CUDA kernel's work items, run on the CPU.
   m.def(
       "_emulate_cuda_rotate",

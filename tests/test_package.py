@@ -1,0 +1,102 @@
+"""The package around the kernels: version, the C++ side it carries (cmake_prefix_path), the
+torch ABI check at import, and the C++ module computing what the Python module computes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import yarn_ext
+from yarn_ext import YarnEmbedding
+from yarn_ext._loader import abi_mismatch
+
+from .support import randn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_matches_the_source_of_truth() -> None:
+    text = (ROOT / "yarn_ext" / "_version.py").read_text()
+    assert yarn_ext.__version__ == re.search(r'"([^"]+)"', text).group(1)  # type: ignore[union-attr]
+
+
+def test_cmake_prefix_path_holds_the_cmake_package_headers_and_library() -> None:
+    prefix = Path(yarn_ext.cmake_prefix_path)
+    assert (prefix / "yarn_ext" / "yarn_extConfig.cmake").is_file()
+    assert (prefix / "yarn_ext" / "yarn_extConfigVersion.cmake").is_file()
+    package = Path(yarn_ext.__file__).parent
+    assert (package / "include" / "yarn_ext" / "yarn_ext.h").is_file()
+    assert (package / "include" / "yarn_ext" / "version.h").is_file()
+    assert (package / "lib" / "libyarn_ext.so").is_file()
+
+
+def test_abi_check() -> None:
+    assert abi_mismatch("2.14.1+cu130", "2.14.0") is None  # same minor release: same ABI
+    message = abi_mismatch("2.14.1+cu130", "2.13.0+cpu")
+    assert message is not None
+    assert "2.14.1+cu130" in message and "2.13.0+cpu" in message and "rebuild" in message
+
+
+CONFIGS = {
+    "dynamic": {"dim": 64, "max_position_embeddings": 16, "original_max_position_embeddings": 16},
+    "static_qwen3": {
+        "dim": 128,
+        "max_position_embeddings": 64,
+        "base": 1e6,
+        "original_max_position_embeddings": 16,
+        "finetuned": True,
+    },
+    "overrides": {
+        "dim": 32,
+        "max_position_embeddings": 8,
+        "original_max_position_embeddings": 32,
+        "finetuned": True,
+        "scaling_factor": 3.0,
+        "attention_factor": 0.9,
+        "truncate": False,
+        "interleaved": True,
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_cpp_module_computes_what_the_python_module_computes(name) -> None:
+    config = {
+        "base": 10000.0,
+        "attn_factor": 1.0,
+        "finetuned": False,
+        "scaling_factor": None,
+        "attention_factor": None,
+        "truncate": True,
+        "interleaved": False,
+        **CONFIGS[name],
+    }
+    dim = config["dim"]
+    calls = [  # implicit positions (growing the cache twice), explicit ones, an explicit seq_len
+        (randn(2, 10, dim, seed=1), None, None),
+        (randn(3, 40, dim, seed=2), None, None),
+        (randn(2, 5, dim, seed=3), None, torch.tensor([[-3, 0, 7, 99, 1 << 20]])),
+        (randn(1, 8, dim, seed=4), 100, None),
+    ]
+    outputs, inv_freq, cache, scale, mscale = yarn_ext._C._cpp_module_calls(
+        config["dim"],
+        config["max_position_embeddings"],
+        config["base"],
+        config["original_max_position_embeddings"],
+        config["attn_factor"],
+        config["finetuned"],
+        config["scaling_factor"],
+        config["attention_factor"],
+        config["truncate"],
+        config["interleaved"],
+        calls,
+    )
+    rope = YarnEmbedding(**config)
+    for (x, seq_len, positions), cpp_out in zip(calls, outputs, strict=True):
+        assert torch.equal(rope(x, seq_len, positions=positions), cpp_out)
+    assert torch.equal(rope.inv_freq, inv_freq) and torch.equal(rope.cos_sin_cache, cache)
+    assert (rope.scale, rope.mscale) == (scale, mscale)
+    assert rope.max_seq_len_cached == 100
