@@ -115,6 +115,7 @@ def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
         f"-DYARN_EXT_CUDA={'ON' if cuda else 'OFF'}",
         "-DYARN_EXT_BUILD_TESTS=OFF",
         "-DYARN_EXT_VERSIONED_SONAME=OFF",
+        "-DYARN_EXT_PACKAGE_RPATH=ON",
     ]
     if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
         configure += ["-G", "Ninja"]
@@ -127,7 +128,8 @@ def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
     # What the package checks at import: a torch with another C++ ABI fails with a clear message.
     (package_dir / "_build_info.py").write_text(
         f'"""Written by setup.py at build time."""\n\nTORCH_VERSION = "{torch.__version__}"\n'
-        f"CUDA = {cuda}\n"
+        f"TORCH_CUDA = {torch.version.cuda!r}  # torch.version.cuda of the build's torch\n"
+        f"CUDA_KERNELS = {cuda}\n"
     )
 
 
@@ -158,9 +160,16 @@ def extension() -> cpp_extension.CppExtension:
     )
 
 
+def torch_requirement() -> str:
+    """The C++ ABI is torch's: a build works with the torch minor release it was built against."""
+    major, minor = (int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    return f"torch>={major}.{minor},<{major}.{minor + 1}"
+
+
 setup(
     name="yarn_ext",
     version=read_version(),
+    install_requires=[torch_requirement()],
     packages=find_packages(include=["yarn_ext", "yarn_ext.*"]),
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},

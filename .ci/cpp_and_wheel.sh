@@ -6,8 +6,9 @@
 #     holds only torch, and smoke-tested there (.ci/wheel_smoke.py);
 #  4. the example consumer again, against the wheel's yarn_ext.cmake_prefix_path.
 set -euo pipefail
+work="$(realpath "${1:?usage: cpp_and_wheel.sh WORK_DIR}")"
 cd "$(dirname "$0")/.."
-work="$1"
+repo="$PWD"
 torch_prefix="$(python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 torch_version="$(python -c 'import torch; print(torch.__version__.split("+")[0])')"
 # One architecture is enough to prove the CMake CUDA build; the pip build above covers the list.
@@ -31,7 +32,8 @@ python -m pip wheel --no-build-isolation --no-deps . -w "$work/dist"
 python3 -m venv "$work/wheel-venv"
 "$work/wheel-venv/bin/python" -m pip install --quiet "torch==$torch_version"
 "$work/wheel-venv/bin/python" -m pip install --quiet --no-deps "$work"/dist/yarn_ext-*.whl
-(cd "$work" && "$work/wheel-venv/bin/python" "$OLDPWD/.ci/wheel_smoke.py")
+# Run from outside the checkout, so that the installed wheel is imported, not the source tree.
+(cd "$work" && "$work/wheel-venv/bin/python" "$repo/.ci/wheel_smoke.py")
 
 echo "== example consumer against the wheel"
 wheel_prefix="$(cd "$work" && "$work/wheel-venv/bin/python" -c 'import yarn_ext; print(yarn_ext.cmake_prefix_path)')"

@@ -27,16 +27,15 @@ yarn_embedding = YarnEmbedding(dim=256, max_position_embeddings=2048)
 input_tensor = torch.rand(16, 32, 256)
 output = yarn_embedding(input_tensor, seq_len=32)
 assert output.shape == input_tensor.shape
-correction_dim = find_correction_dim(
-    num_rotations=8, dim=256, base=10000, max_position_embeddings=2048
-)
-low, high = find_correction_range(
-    low_rot=16, high_rot=32, dim=256, base=10000, max_position_embeddings=2048
-)
+geometry = {"dim": 256, "base": 10000, "max_position_embeddings": 2048}
+correction_dim = find_correction_dim(num_rotations=8, **geometry)
+low, high = find_correction_range(low_rot=16, high_rot=32, **geometry)
 ramp_mask = linear_ramp_mask(min=0.2, max=0.8, dim=128)
 mscale = get_mscale(scale=2.0)
-assert abs(correction_dim - 51.5219231025195) < 1e-12 and (low, high) == (30, 51)
-assert ramp_mask.shape == (128,) and abs(mscale - 1.0693147180559945) < 1e-15
+# against the package's independent float64 formulas (yarn_ext.reference)
+assert correction_dim == yarn_ext.reference.find_correction_dim(8, **geometry)
+assert (low, high) == yarn_ext.reference.find_correction_range(16, 32, **geometry)
+assert ramp_mask.shape == (128,) and mscale == yarn_ext.reference.get_mscale(2.0)
 
 # The C++ side: headers, the Python-free library and the CMake package.
 prefix = Path(yarn_ext.cmake_prefix_path)

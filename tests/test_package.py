@@ -38,6 +38,9 @@ def test_abi_check() -> None:
     message = abi_mismatch("2.14.1+cu130", "2.13.0+cpu")
     assert message is not None
     assert "2.14.1+cu130" in message and "2.13.0+cpu" in message and "rebuild" in message
+    message = abi_mismatch("2.14.1+cu130", "2.14.1+cpu", "13.0", None)
+    assert message is not None and "CPU-only" in message
+    assert abi_mismatch("2.14.1+cpu", "2.14.1+cu130", None, "13.0") is None
 
 
 CONFIGS = {
@@ -49,54 +52,58 @@ CONFIGS = {
         "original_max_position_embeddings": 16,
         "finetuned": True,
     },
-    "overrides": {
+    "every_knob": {
         "dim": 32,
         "max_position_embeddings": 8,
+        "base": 5e5,
         "original_max_position_embeddings": 32,
+        "extrapolation_factor": 0.75,
+        "attn_factor": 1.1,
+        "beta_fast": 16.0,
+        "beta_slow": 2.0,
         "finetuned": True,
         "scaling_factor": 3.0,
-        "attention_factor": 0.9,
         "truncate": False,
         "interleaved": True,
     },
+    "attention_factor": {"dim": 16, "max_position_embeddings": 8, "attention_factor": 0.9},
 }
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cpp_module_computes_what_the_python_module_computes(name) -> None:
-    config = {
-        "base": 10000.0,
-        "attn_factor": 1.0,
-        "finetuned": False,
-        "scaling_factor": None,
-        "attention_factor": None,
-        "truncate": True,
-        "interleaved": False,
-        **CONFIGS[name],
-    }
+    config = CONFIGS[name]
     dim = config["dim"]
-    calls = [  # implicit positions (growing the cache twice), explicit ones, an explicit seq_len
+    forwards = [  # implicit positions (growing the cache twice), explicit ones, a seq_len
         (randn(2, 10, dim, seed=1), None, None),
         (randn(3, 40, dim, seed=2), None, None),
         (randn(2, 5, dim, seed=3), None, torch.tensor([[-3, 0, 7, 99, 1 << 20]])),
         (randn(1, 8, dim, seed=4), 100, None),
     ]
-    outputs, inv_freq, cache, scale, mscale = yarn_ext._C._cpp_module_calls(
-        config["dim"],
-        config["max_position_embeddings"],
-        config["base"],
-        config["original_max_position_embeddings"],
-        config["attn_factor"],
-        config["finetuned"],
-        config["scaling_factor"],
-        config["attention_factor"],
-        config["truncate"],
-        config["interleaved"],
-        calls,
+    q, k = randn(150, 4, dim, seed=5), randn(150, 2, dim, seed=6)  # rotate_ grows to 150
+    cpp_q, cpp_k = q.clone(), k.clone()
+    outputs, cos, sin, inv_freq, cache, scale, mscale = yarn_ext._C._cpp_module_calls(
+        config, forwards, cpp_q, cpp_k, None, 200
     )
     rope = YarnEmbedding(**config)
-    for (x, seq_len, positions), cpp_out in zip(calls, outputs, strict=True):
+    for (x, seq_len, positions), cpp_out in zip(forwards, outputs, strict=True):
         assert torch.equal(rope(x, seq_len, positions=positions), cpp_out)
+    rope.rotate_(q, k)
+    assert torch.equal(q, cpp_q) and torch.equal(k, cpp_k)
+    py_cos, py_sin = rope.cos_sin(200)
+    assert torch.equal(py_cos, cos) and torch.equal(py_sin, sin)
     assert torch.equal(rope.inv_freq, inv_freq) and torch.equal(rope.cos_sin_cache, cache)
     assert (rope.scale, rope.mscale) == (scale, mscale)
-    assert rope.max_seq_len_cached == 100
+    assert rope.max_seq_len_cached == 200
+
+
+def test_cpp_module_rejects_what_the_python_module_rejects() -> None:
+    for bad in ({"dim": 63}, {"dim": 64, "attn_factor": float("nan")}, {"dim": 64, "base": 1.0}):
+        with pytest.raises(ValueError):
+            YarnEmbedding(**bad)
+        with pytest.raises(ValueError):
+            yarn_ext._C._cpp_module_calls(bad, [], randn(4, 2, 64), None, None, 1)
+    q = randn(5, 2, 64)
+    with pytest.raises(ValueError, match="positions"):  # does not broadcast; q is left unchanged
+        yarn_ext._C._cpp_module_calls({"dim": 64}, [], q, None, torch.arange(3), 1)
+    assert torch.equal(q, randn(5, 2, 64))

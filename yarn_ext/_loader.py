@@ -24,15 +24,22 @@ def _release(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def abi_mismatch(built_with: str, running: str) -> str | None:
-    """The error message when an extension built against torch `built_with` cannot be used with
-    torch `running`, else None."""
-    if _release(built_with) == _release(running):
-        return None
-    return (
-        f"yarn_ext {__version__} was built against torch {built_with}, but torch {running} is "
-        f"installed; the two C++ ABIs differ. {_REMEDY}"
-    )
+def abi_mismatch(
+    built_with: str, running: str, built_cuda: str | None = None, running_cuda: str | None = None
+) -> str | None:
+    """The error message when an extension built against torch `built_with` (CUDA `built_cuda`,
+    None for a CPU build) cannot be used with torch `running` (CUDA `running_cuda`), else None."""
+    if _release(built_with) != _release(running):
+        return (
+            f"yarn_ext {__version__} was built against torch {built_with}, but torch {running} "
+            f"is installed; the two C++ ABIs differ. {_REMEDY}"
+        )
+    if built_cuda is not None and running_cuda is None:
+        return (
+            f"yarn_ext {__version__} was built against a CUDA {built_cuda} build of torch "
+            f"{built_with}, but the installed torch {running} is a CPU-only build. {_REMEDY}"
+        )
+    return None
 
 
 def load_extension() -> ModuleType:
@@ -41,13 +48,16 @@ def load_extension() -> ModuleType:
     except ImportError:  # a build without the record: let the import speak for itself
         build_info = None
     if build_info is not None:
-        message = abi_mismatch(build_info.TORCH_VERSION, torch.__version__)
+        message = abi_mismatch(
+            build_info.TORCH_VERSION, torch.__version__, build_info.TORCH_CUDA, torch.version.cuda
+        )
         if message is not None:
             raise ImportError(message)
     try:
         return importlib.import_module("yarn_ext._C")
     except ImportError as error:
-        if "undefined symbol" not in str(error):
+        # An ABI break shows as a missing symbol or a missing torch library.
+        if "undefined symbol" not in str(error) and "cannot open shared object" not in str(error):
             raise
         built = f"torch {build_info.TORCH_VERSION}" if build_info is not None else "another torch"
         raise ImportError(

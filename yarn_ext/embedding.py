@@ -241,19 +241,23 @@ class YarnEmbedding(nn.Module):
         returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
         each frequency repeated twice in a row when interleaved."""
         seq_len = positive_int("seq_len", seq_len)
-        if seq_len > self.max_seq_len_cached:
-            self._commit(self._grown_tables(seq_len))
+        # Built from the (possibly grown) tables and committed last: a call that raises (say a
+        # bad dtype or device) changes nothing.
+        grown = self._grown_tables(seq_len) if seq_len > self.max_seq_len_cached else None
         half = self.dim // 2
-        table = self.cos_sin_cache[:seq_len]
+        table = (grown.cos_sin_cache if grown is not None else self.cos_sin_cache)[:seq_len]
         cos, sin = table[:, :half], table[:, half:]
         if self.interleaved:
             cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
         else:
             cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
-        return (
+        result = (
             cos[None, None].to(dtype=dtype, device=device),
             sin[None, None].to(dtype=dtype, device=device),
         )
+        if grown is not None:
+            self._commit(grown)
+        return result
 
     # -- nn.Module plumbing ----------------------------------------------------------------
 

@@ -51,6 +51,8 @@ YarnEmbeddingImpl::YarnEmbeddingImpl(YarnEmbeddingOptions options_) : options(st
     TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, kModule,
                       ": scaling_factor must be a finite number > 0, got ", s);
   }
+  TORCH_CHECK_VALUE(std::isfinite(options.attn_factor()), kModule,
+                    ": attn_factor must be finite, got ", options.attn_factor());
   if (options.attention_factor().has_value()) {
     TORCH_CHECK_VALUE(std::isfinite(*options.attention_factor()), kModule,
                       ": attention_factor must be finite, got ", *options.attention_factor());
@@ -125,9 +127,12 @@ std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(int64_t seq_len,
                                                              std::optional<at::ScalarType> dtype,
                                                              std::optional<c10::Device> device) {
   positive("seq_len", seq_len);
-  if (seq_len > max_seq_len_cached()) commit(grown_tables(seq_len));
-  const int64_t half = inv_freq_.size(0);
-  const at::Tensor table = cos_sin_cache_.narrow(0, 0, seq_len);
+  // Built from the (possibly grown) tables and committed last: a call that throws changes nothing.
+  Tables tables{inv_freq_, cos_sin_cache_, scale_, mscale_};
+  const bool grows = seq_len > max_seq_len_cached();
+  if (grows) tables = grown_tables(seq_len);
+  const int64_t half = tables.inv_freq.size(0);
+  const at::Tensor table = tables.cos_sin_cache.narrow(0, 0, seq_len);
   at::Tensor cos = table.narrow(1, 0, half);
   at::Tensor sin = table.narrow(1, half, half);
   // The layout matches the rotation style: each frequency twice in a row when interleaved,
@@ -143,12 +148,17 @@ std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(int64_t seq_len,
     return t.unsqueeze(0).unsqueeze(0).to(device.value_or(t.device()),
                                           dtype.value_or(t.scalar_type()));
   };
-  return {finish(cos), finish(sin)};
+  std::pair<at::Tensor, at::Tensor> result{finish(cos), finish(sin)};
+  if (grows) commit(std::move(tables));
+  return result;
 }
 
 void YarnEmbeddingImpl::to(c10::Device device, bool non_blocking) {
-  inv_freq_ = inv_freq_.to(device, /*non_blocking=*/non_blocking);
-  cos_sin_cache_ = cos_sin_cache_.to(device, /*non_blocking=*/non_blocking);
+  // Both moved before either is replaced: a failed move leaves the tables together.
+  at::Tensor inv_freq = inv_freq_.to(device, /*non_blocking=*/non_blocking);
+  at::Tensor cache = cos_sin_cache_.to(device, /*non_blocking=*/non_blocking);
+  inv_freq_ = std::move(inv_freq);
+  cos_sin_cache_ = std::move(cache);
 }
 
 void YarnEmbeddingImpl::to(c10::ScalarType /*dtype*/, bool /*non_blocking*/) {

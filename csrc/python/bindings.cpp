@@ -28,6 +28,30 @@ std::vector<std::string> built_backends() {
   return keys;
 }
 
+using ForwardCall = std::tuple<at::Tensor, std::optional<int64_t>, std::optional<at::Tensor>>;
+
+// YarnEmbeddingOptions from the Python constructor's keyword arguments (test hook).
+yarn_ext::YarnEmbeddingOptions module_options(const py::dict& kwargs) {
+  auto get = [&](const char* key, auto fallback) {
+    return kwargs.contains(key) ? kwargs[key].cast<decltype(fallback)>() : fallback;
+  };
+  const std::optional<double> none;
+  yarn_ext::YarnEmbeddingOptions options(kwargs["dim"].cast<int64_t>());
+  options.max_position_embeddings(get("max_position_embeddings", int64_t{2048}))
+      .base(get("base", 10000.0))
+      .original_max_position_embeddings(get("original_max_position_embeddings", int64_t{2048}))
+      .extrapolation_factor(get("extrapolation_factor", 1.0))
+      .attn_factor(get("attn_factor", 1.0))
+      .beta_fast(get("beta_fast", 32.0))
+      .beta_slow(get("beta_slow", 1.0))
+      .finetuned(get("finetuned", false))
+      .scaling_factor(get("scaling_factor", none))
+      .attention_factor(get("attention_factor", none))
+      .truncate(get("truncate", true))
+      .interleaved(get("interleaved", false));
+  return options;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -61,34 +85,23 @@ PYBIND11_MODULE(_C, m) {
   m.def("grown_scale", &yarn_ext::grown_scale, py::arg("seq_len"),
         py::arg("original_max_position_embeddings"), py::arg("current_scale"));
   m.def("built_backends", &built_backends);
-  // Test hook (tests/test_package.py): the C++ module yarn_ext::YarnEmbedding, built with the
-  // given options and called forward(x, seq_len, positions) for each call in turn; returns the
-  // outputs and the final tables, to compare with the Python module bit for bit.
-  m.def("_cpp_module_calls",
-        [](int64_t dim, int64_t max_position_embeddings, double base,
-           int64_t original_max_position_embeddings, double attn_factor, bool finetuned,
-           std::optional<double> scaling_factor, std::optional<double> attention_factor,
-           bool truncate, bool interleaved,
-           const std::vector<
-               std::tuple<at::Tensor, std::optional<int64_t>, std::optional<at::Tensor>>>& calls) {
-          yarn_ext::YarnEmbedding rope(
-              yarn_ext::YarnEmbeddingOptions(dim)
-                  .max_position_embeddings(max_position_embeddings)
-                  .base(base)
-                  .original_max_position_embeddings(original_max_position_embeddings)
-                  .attn_factor(attn_factor)
-                  .finetuned(finetuned)
-                  .scaling_factor(scaling_factor)
-                  .attention_factor(attention_factor)
-                  .truncate(truncate)
-                  .interleaved(interleaved));
-          std::vector<at::Tensor> outputs;
-          for (const auto& [x, seq_len, positions] : calls) {
-            outputs.push_back(rope->forward(x, seq_len, positions));
-          }
-          return py::make_tuple(outputs, rope->inv_freq(), rope->cos_sin_cache(), rope->scale(),
-                                rope->mscale());
-        });
+  // Test hook (tests/test_package.py): the C++ module yarn_ext::YarnEmbedding, built from the
+  // Python constructor's keyword arguments, then forward(x, seq_len, positions) for each call,
+  // rotate_(q, k, positions) and cos_sin(cos_sin_len); returns the results and the final tables,
+  // to compare with the Python module bit for bit.
+  m.def("_cpp_module_calls", [](const py::dict& kwargs, const std::vector<ForwardCall>& forwards,
+                                at::Tensor q, std::optional<at::Tensor> k,
+                                const std::optional<at::Tensor>& positions, int64_t cos_sin_len) {
+    yarn_ext::YarnEmbedding rope(module_options(kwargs));
+    std::vector<at::Tensor> outputs;
+    for (const auto& [x, seq_len, x_positions] : forwards) {
+      outputs.push_back(rope->forward(x, seq_len, x_positions));
+    }
+    rope->rotate_(q, k, positions);
+    const auto [cos, sin] = rope->cos_sin(cos_sin_len);
+    return py::make_tuple(outputs, cos, sin, rope->inv_freq(), rope->cos_sin_cache(), rope->scale(),
+                          rope->mscale());
+  });
   // Test hooks (tests/test_cuda_emulation.py): the CUDA kernel's work items, run on the CPU.
   m.def(
       "_emulate_cuda_rotate",

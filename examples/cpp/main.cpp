@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 #include <yarn_ext/yarn_ext.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>

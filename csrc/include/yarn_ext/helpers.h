@@ -2,6 +2,8 @@
 // raises c10::ValueError naming it); the math is yarn_ext/core/yarn_math.h.
 #pragma once
 
+#include "yarn_ext/library_anchor.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>

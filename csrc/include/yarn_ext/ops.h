@@ -6,6 +6,8 @@
 // Positions outside the cache (negative or too large) are computed on the fly from inv_freq.
 #pragma once
 
+#include "yarn_ext/library_anchor.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>

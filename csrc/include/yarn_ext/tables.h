@@ -2,6 +2,8 @@
 // written once for the C++ module and the Python one (which calls these through yarn_ext._C).
 #pragma once
 
+#include "yarn_ext/library_anchor.h"
+
 #include <cstdint>
 #include <optional>
 

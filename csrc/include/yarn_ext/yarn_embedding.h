@@ -3,6 +3,8 @@
 // cache and calls the operators through the dispatcher (CPU, CUDA, autograd).
 #pragma once
 
+#include "yarn_ext/library_anchor.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
