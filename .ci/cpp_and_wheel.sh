@@ -24,7 +24,7 @@ cmake --install "$work/cmake"
 echo "== example consumer against the installed package"
 cmake -S examples/cpp -B "$work/example" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix"
 cmake --build "$work/example"
-ctest --test-dir "$work/example" --output-on-failure
+ctest --test-dir "$work/example" --output-on-failure -V
 
 echo "== wheel"
 unset TORCH_CUDA_ARCH_LIST
@@ -39,4 +39,4 @@ echo "== example consumer against the wheel"
 wheel_prefix="$(cd "$work" && "$work/wheel-venv/bin/python" -c 'import yarn_ext; print(yarn_ext.cmake_prefix_path)')"
 cmake -S examples/cpp -B "$work/example-wheel" -G Ninja -DCMAKE_PREFIX_PATH="$wheel_prefix"
 cmake --build "$work/example-wheel"
-ctest --test-dir "$work/example-wheel" --output-on-failure
+ctest --test-dir "$work/example-wheel" --output-on-failure -V
