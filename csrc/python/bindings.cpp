@@ -30,25 +30,30 @@ std::vector<std::string> built_backends() {
 
 using ForwardCall = std::tuple<at::Tensor, std::optional<int64_t>, std::optional<at::Tensor>>;
 
-// YarnEmbeddingOptions from the Python constructor's keyword arguments (test hook).
+// YarnEmbeddingOptions from the Python constructor's keyword arguments (test hook). An argument
+// that is absent (or None) keeps the option's own default, so the defaults live in one place.
 yarn_ext::YarnEmbeddingOptions module_options(const py::dict& kwargs) {
-  auto get = [&](const char* key, auto fallback) {
-    return kwargs.contains(key) ? kwargs[key].cast<decltype(fallback)>() : fallback;
-  };
-  const std::optional<double> none;
   yarn_ext::YarnEmbeddingOptions options(kwargs["dim"].cast<int64_t>());
-  options.max_position_embeddings(get("max_position_embeddings", int64_t{2048}))
-      .base(get("base", 10000.0))
-      .original_max_position_embeddings(get("original_max_position_embeddings", int64_t{2048}))
-      .extrapolation_factor(get("extrapolation_factor", 1.0))
-      .attn_factor(get("attn_factor", 1.0))
-      .beta_fast(get("beta_fast", 32.0))
-      .beta_slow(get("beta_slow", 1.0))
-      .finetuned(get("finetuned", false))
-      .scaling_factor(get("scaling_factor", none))
-      .attention_factor(get("attention_factor", none))
-      .truncate(get("truncate", true))
-      .interleaved(get("interleaved", false));
+  auto given = [&](const char* key) { return kwargs.contains(key) && !kwargs[key].is_none(); };
+  auto as_int = [&](const char* key) { return kwargs[key].cast<int64_t>(); };
+  auto as_float = [&](const char* key) { return kwargs[key].cast<double>(); };
+  auto as_bool = [&](const char* key) { return kwargs[key].cast<bool>(); };
+  if (given("max_position_embeddings")) {
+    options.max_position_embeddings(as_int("max_position_embeddings"));
+  }
+  if (given("base")) options.base(as_float("base"));
+  if (given("original_max_position_embeddings")) {
+    options.original_max_position_embeddings(as_int("original_max_position_embeddings"));
+  }
+  if (given("extrapolation_factor")) options.extrapolation_factor(as_float("extrapolation_factor"));
+  if (given("attn_factor")) options.attn_factor(as_float("attn_factor"));
+  if (given("beta_fast")) options.beta_fast(as_float("beta_fast"));
+  if (given("beta_slow")) options.beta_slow(as_float("beta_slow"));
+  if (given("finetuned")) options.finetuned(as_bool("finetuned"));
+  if (given("scaling_factor")) options.scaling_factor(as_float("scaling_factor"));
+  if (given("attention_factor")) options.attention_factor(as_float("attention_factor"));
+  if (given("truncate")) options.truncate(as_bool("truncate"));
+  if (given("interleaved")) options.interleaved(as_bool("interleaved"));
   return options;
 }
 

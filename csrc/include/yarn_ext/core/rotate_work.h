@@ -57,21 +57,7 @@ struct RotateArgs {
 };
 
 // cos/sin of pairs [first, first + kVec) at `position`: from the float32 cache when the position
-// is inside it (and the arithmetic is float32), else from the float64 math. sin is negated for
-// the inverse rotation (exact, so the inverse is the forward's transpose to the last bit).
-template <typename acc_t, int kVec, typename scalar_t>
-YARN_HOST_DEVICE inline void cos_sin_on_the_fly(const RotateArgs<scalar_t>& args, int64_t position,
-                                                int64_t first, acc_t (&cos)[kVec],
-                                                acc_t (&sin)[kVec]) {
-  YARN_UNROLL
-  for (int j = 0; j < kVec; ++j) {
-    double c, s;
-    math::scaled_cos_sin(position, args.frequencies[first + j], args.mscale, &c, &s);
-    cos[j] = static_cast<acc_t>(c);
-    sin[j] = static_cast<acc_t>(s);
-  }
-}
-
+// is inside it (and the arithmetic is float32), else from the float64 math.
 template <typename acc_t, int kVec, typename scalar_t>
 YARN_HOST_DEVICE inline void load_cos_sin(const RotateArgs<scalar_t>& args, int64_t position,
                                           int64_t first, acc_t (&cos)[kVec], acc_t (&sin)[kVec]) {
@@ -80,15 +66,14 @@ YARN_HOST_DEVICE inline void load_cos_sin(const RotateArgs<scalar_t>& args, int6
       const float* row = args.cache + position * 2 * args.half + first;
       rotation::load<kVec>(row, cos);
       rotation::load<kVec>(row + args.half, sin);
-    } else {
-      cos_sin_on_the_fly(args, position, first, cos, sin);
+      return;
     }
-  } else {
-    cos_sin_on_the_fly(args, position, first, cos, sin);
   }
-  if (args.inverse) {
-    YARN_UNROLL
-    for (int j = 0; j < kVec; ++j) sin[j] = -sin[j];
+  for (int j = 0; j < kVec; ++j) {
+    double c, s;
+    math::scaled_cos_sin(position, args.frequencies[first + j], args.mscale, &c, &s);
+    cos[j] = static_cast<acc_t>(c);
+    sin[j] = static_cast<acc_t>(s);
   }
 }
 
@@ -121,6 +106,10 @@ YARN_HOST_DEVICE inline void rotate_work_item(const RotateArgs<scalar_t>& args, 
     }
     acc_t cos[kVec], sin[kVec];
     load_cos_sin<acc_t, kVec>(args, position, first, cos, sin);
+    if (args.inverse) {  // -angle: exact, so the inverse is the forward's transpose to the bit
+      YARN_UNROLL
+      for (int j = 0; j < kVec; ++j) sin[j] = -sin[j];
+    }
     rotation::store_rotated<acc_t>(runs, out, op.out_stride, first, args.half, cos, sin);
   } else {
     const int64_t first = 2 * args.half + (item - args.rotate_items) * kVec;
