@@ -24,15 +24,20 @@ CONFIGS = {
 EDGES = [0, 4096, 32768, 131072, 2**20 + 1]
 
 
-def float32_construction(
-    dim: int, base: float, scale: float, original: int, length: int
-) -> tuple[torch.Tensor, float]:
-    """Zeta's / transformers' float32 path: inv_freq, positions and angles all float32."""
+def float32_inv_freq(dim: int, base: float, scale: float, original: int) -> torch.Tensor:
+    """Zeta's float32 inv_freq (Zeta's YarnEmbedding._set_inv_freq, in float32)."""
     pos_freqs = base ** (torch.arange(0, dim, 2).float() / dim)
     extrapolation, interpolation = 1.0 / pos_freqs, 1.0 / (scale * pos_freqs)
     low, high = reference.find_correction_range(32, 1, dim, base, original)
     mask = 1 - reference.linear_ramp_mask(low, high, dim // 2)
-    inv_freq = interpolation * (1 - mask) + extrapolation * mask
+    return interpolation * (1 - mask) + extrapolation * mask
+
+
+def float32_construction(
+    dim: int, base: float, scale: float, original: int, length: int
+) -> tuple[torch.Tensor, float]:
+    """Zeta's / transformers' float32 path: inv_freq, positions and angles all float32."""
+    inv_freq = float32_inv_freq(dim, base, scale, original)
     mscale = yarn_ext.get_mscale(scale)
     freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     return torch.cat((freqs.cos() * mscale, freqs.sin() * mscale), dim=-1), mscale
@@ -54,6 +59,43 @@ def max_error_by_range(table: torch.Tensor, inv_freq: torch.Tensor, mscale: floa
             )
         errors.append(worst)
     return errors
+
+
+def error_by_position(
+    dim: int, base: float, scale: float, original: int, top: int = 2**20, per_bin: int = 2048
+) -> list[dict]:
+    """max |error| of cos/sin against float64 math in the position bins [0, 1), [2^k, 2^(k+1))
+    and [top / 2, top] (top a power of two), for yarn_ext's cache and for the float32
+    construction; up to `per_bin` evenly spaced positions per bin, its first and last included."""
+    inv_freq = yarn_ext.yarn_inv_freq(dim, base, scale, original)
+    mscale = yarn_ext.get_mscale(scale)
+    cache = ops.build_cos_sin_cache(inv_freq, top + 1, mscale)
+    theirs_inv_freq = float32_inv_freq(dim, base, scale, original)
+    half = dim // 2
+    rows = []
+    start = 0
+    while start <= top:
+        stop = top + 1 if 2 * start >= top else max(1, 2 * start)  # the last bin ends at top
+        positions = torch.unique(torch.linspace(start, stop - 1, per_bin).round().long())
+        cos, sin = reference.cos_sin(positions, inv_freq, mscale)
+        ours = cache[positions].double()
+        angles = positions.float()[:, None] * theirs_inv_freq  # float32 angles, as Zeta's
+        theirs_cos, theirs_sin = angles.cos() * mscale, angles.sin() * mscale
+        rows.append(
+            {
+                "positions": [start, stop - 1],
+                "yarn_ext": max(
+                    (ours[:, :half] - cos).abs().max().item(),
+                    (ours[:, half:] - sin).abs().max().item(),
+                ),
+                "float32": max(
+                    (theirs_cos.double() - cos).abs().max().item(),
+                    (theirs_sin.double() - sin).abs().max().item(),
+                ),
+            }
+        )
+        start = stop
+    return rows
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with one NVIDIA GPU: build the extension for that GPU's
 # architecture only, run the CUDA tests, run compute-sanitizer memcheck on a short test, run the
-# GPU benchmark. Writes logs, gpu.md and gpu.json to OUT_DIR; the table is printed last.
+# GPU benchmark (python -m benchmarks.run --device cuda). Writes logs and the benchmark's
+# results.md, results.json and plots to OUT_DIR; the table is printed last.
 # Budget: under 8 minutes in all.
 #
 #   benchmarks/gpu_check.sh OUT_DIR
@@ -37,5 +38,5 @@ sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sa
 tail -5 "$out/memcheck.log"
 
 step "benchmark"
-$python -m benchmarks.gpu --out "$out" 2>&1 | tee "$out/benchmark.log" || status=1
+$python -m benchmarks.run --device cuda --out "$out" 2>&1 | tee "$out/benchmark.log" || status=1
 exit $status

@@ -34,6 +34,7 @@ __all__ = [
     "__version__",
     "built_backends",
     "cmake_prefix_path",
+    "cpu_kernels",
     "find_correction_dim",
     "find_correction_range",
     "get_mscale",
@@ -51,3 +52,10 @@ cmake_prefix_path = str(Path(__file__).resolve().parent / "share" / "cmake")
 def built_backends() -> list[str]:
     """Dispatch keys (CPU, CUDA, Meta) that have yarn_ext kernels in this build."""
     return list(_C.built_backends())
+
+
+def cpu_kernels() -> str:
+    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2" or "AVX512" - ATen's
+    CPU capability (torch.backends.cpu.get_cpu_capability()), which the ATEN_CPU_CAPABILITY
+    environment variable can lower."""
+    return str(_C.cpu_kernels())

@@ -19,6 +19,7 @@ from yarn_ext import reference
 def self_check(tokens: int, device: str) -> int:
     print(f"yarn_ext {yarn_ext.__version__} with torch {torch.__version__}")
     print(f"kernels built: {', '.join(yarn_ext.built_backends())}")
+    print(f"CPU kernels: {yarn_ext.cpu_kernels()}")
     original, factor = 32768, 4.0
     rope = yarn_ext.YarnEmbedding(
         128,

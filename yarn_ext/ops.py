@@ -13,10 +13,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# The overloads, looked up once (yarn_ext/__init__.py has loaded the library): torch.ops'
+# attribute lookups would cost a decode call microseconds each time.
+_BUILD_COS_SIN_CACHE = torch.ops.yarn_ext.build_cos_sin_cache.default
+_ROTATE = torch.ops.yarn_ext.rotate.default
+_ROTATE_INPLACE = torch.ops.yarn_ext.rotate_inplace.default
+
 
 def build_cos_sin_cache(inv_freq: Tensor, num_positions: int, mscale: float) -> Tensor:
     """The float32 cos/sin cache for positions [0, num_positions), angles formed in float64."""
-    return torch.ops.yarn_ext.build_cos_sin_cache.default(inv_freq, num_positions, mscale)
+    return _BUILD_COS_SIN_CACHE(inv_freq, num_positions, mscale)
 
 
 def rotate(
@@ -36,9 +42,7 @@ def rotate(
     directions scale by mscale), which is the gradient. Differentiable with respect to x, to
     any order.
     """
-    return torch.ops.yarn_ext.rotate.default(
-        x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse
-    )
+    return _ROTATE(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse)
 
 
 def rotate_inplace(
@@ -53,6 +57,4 @@ def rotate_inplace(
     """Rotates q and (when given) k in place in one call; same conventions as `rotate`. q and k
     may have different head counts and be non-contiguous views (say slices of a fused qkv).
     A call that raises has changed nothing."""
-    torch.ops.yarn_ext.rotate_inplace.default(
-        q, k, cos_sin_cache, inv_freq, mscale, positions, interleaved
-    )
+    _ROTATE_INPLACE(q, k, cos_sin_cache, inv_freq, mscale, positions, interleaved)

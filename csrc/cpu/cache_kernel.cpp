@@ -1,11 +1,12 @@
-// CPU kernel: the float32 cos/sin cache, built from float64 inv_freq with float64 angles.
+// CPU kernel: the float32 cos/sin cache, built from float64 inv_freq with float64 angles and
+// float64 cos/sin (core/yarn_math.h), on vectors (vectorized/kernels.cpp).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "checks.h"
-#include "yarn_ext/core/yarn_math.h"
+#include "cpu/cpu_kernels.h"
 
 namespace yarn_ext::cpu {
 namespace {
@@ -18,13 +19,11 @@ at::Tensor build_cos_sin_cache_cpu(const at::Tensor& inv_freq, int64_t num_posit
   at::Tensor cache = at::empty({num_positions, 2 * half}, inv_freq.options().dtype(at::kFloat));
   const double* frequencies = inv_freq.const_data_ptr<double>();
   float* out = cache.mutable_data_ptr<float>();
-  // Each row costs `half` float64 sin/cos pairs; split rows so every thread gets real work.
-  const int64_t grain = std::max<int64_t>(1, 2048 / half);
+  const Kernels& k = kernels();
+  // Each row costs `half` cos/sin pairs; split rows so every thread gets real work.
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, half));
   at::parallel_for(0, num_positions, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      float* row = out + p * 2 * half;
-      math::fill_cos_sin_row(p, frequencies, half, mscale, row, row + half);
-    }
+    k.fill_cache_rows(frequencies, half, mscale, out, begin, end);
   });
   return cache;
 }

@@ -1,131 +1,137 @@
 // CPU kernels: rotation out of place (rotate) and in place on q and optional k (rotate_inplace).
 //
-// Work is split over rows (head vectors) with at::parallel_for. Every row finds its position,
-// takes cos/sin from the float32 cache when the position is inside it, and otherwise computes
-// them with the shared float64 math into a per-thread scratch row (memoised on the position, so
-// the heads of one token share one computation). float64 inputs always take the scratch path,
-// so float64 calls are float64 end to end.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
+// This file plans and threads; the loops are in vectorized/kernels.cpp (one copy per instruction
+// set, cpu_kernels.h). A call becomes one job over tokens - the rows sharing a position - with q
+// and k in the same job when they have the same tokens, so each token's cos/sin row is read once
+// for all its heads. Tokens are split over threads in chunks of about kGrainElements elements;
+// a call smaller than that (decode) runs on the calling thread without allocating anything.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <optional>
-#include <type_traits>
-#include <vector>
 
+#include "cpu/cpu_kernels.h"
 #include "rotation_plan.h"
-#include "yarn_ext/core/rotation.h"
-#include "yarn_ext/core/yarn_math.h"
 
 namespace yarn_ext::cpu {
 namespace {
 
-// Supplies the cos/sin rows (cos at [0, half), sin at [half, 2 * half)) for a position.
-template <typename acc_t>
-class CosSinRows {
- public:
-  CosSinRows(const at::Tensor& cache, const at::Tensor& inv_freq, double mscale)
-      : cache_(cache.const_data_ptr<float>()),
-        cache_positions_(cache.size(0)),
-        frequencies_(inv_freq.const_data_ptr<double>()),
-        half_(inv_freq.size(0)),
-        mscale_(mscale) {}
+// ATen's grain: below it, threading costs more than it saves.
+constexpr int64_t kGrainElements = 32768;
 
-  const acc_t* row(int64_t position) {
-    if constexpr (std::is_same_v<acc_t, float>) {
-      if (position >= 0 && position < cache_positions_) return cache_ + position * 2 * half_;
-    }
-    if (scratch_.empty() || position != scratch_position_) {
-      scratch_.resize(2 * half_);
-      math::fill_cos_sin_row(position, frequencies_, half_, mscale_, scratch_.data(),
-                             scratch_.data() + half_);
-      scratch_position_ = position;
-    }
-    return scratch_.data();
+// Splits the (merged) row dimensions of a task into token dimensions - those along which the
+// position changes - and head dimensions. With every_dim_a_token each row is its own token: for
+// calls with fewer tokens than threads, whose work would otherwise sit on one thread.
+RotateOperand split_rows(const detail::RotationTask& task, bool every_dim_a_token) {
+  RotateOperand op;
+  op.in = task.input.const_data_ptr();
+  op.out = task.output.data_ptr();
+  op.in_stride = task.input.stride(-1);
+  op.out_stride = task.output.stride(-1);
+  const RotationRows& rows = task.rows;
+  for (int d = 0; d < rows.ndim; ++d) {
+    const bool token = every_dim_a_token || rows.strides[kPositions][d] != 0;
+    RowDims& dims = token ? op.tokens : op.heads;
+    const int i = dims.ndim++;
+    dims.sizes[i] = rows.sizes[d];
+    dims.in[i] = rows.strides[kInput][d];
+    dims.out[i] = rows.strides[kOutput][d];
+    dims.positions[i] = rows.strides[kPositions][d];
   }
+  for (int i = 0; i < op.heads.ndim; ++i) op.num_heads *= op.heads.sizes[i];
+  // Walk heads innermost when they are nearer each other in memory than consecutive tokens.
+  op.heads_inner =
+      op.heads.ndim == 0 || op.tokens.ndim == 0 ||
+      std::abs(op.heads.in[op.heads.ndim - 1]) <= std::abs(op.tokens.in[op.tokens.ndim - 1]);
+  return op;
+}
 
- private:
-  const float* cache_;
-  int64_t cache_positions_;
-  const double* frequencies_;
-  int64_t half_;
-  double mscale_;
-  std::vector<acc_t> scratch_;  // allocated only when a position misses the cache
-  int64_t scratch_position_ = 0;
-};
+int64_t num_tokens(const RotateOperand& op) {
+  int64_t tokens = 1;
+  for (int i = 0; i < op.tokens.ndim; ++i) tokens *= op.tokens.sizes[i];
+  return tokens;
+}
 
-struct RowShape {
-  int64_t head_size;
-  int64_t half;
-  int64_t in_stride;  // element strides of the last dimension
-  int64_t out_stride;
+bool same_tokens(const RowDims& a, const RowDims& b) {
+  if (a.ndim != b.ndim) return false;
+  for (int i = 0; i < a.ndim; ++i) {
+    if (a.sizes[i] != b.sizes[i] || a.positions[i] != b.positions[i]) return false;
+  }
+  return true;
+}
+
+struct Tables {
+  const at::Tensor& cache;
+  const at::Tensor& inv_freq;
+  double mscale;
   bool interleaved;
-  bool inverse;  // rotate by -angle: sin negated
+  bool inverse;
 };
 
-// One row with the shared kVec = 1 work unit: the same code the CUDA scalar path runs.
-template <typename scalar_t, typename acc_t, bool interleaved>
-void rotate_row(const scalar_t* in, scalar_t* out, const RowShape& shape, const acc_t* cos_sin) {
-  for (int64_t i = 0; i < shape.half; ++i) {
-    const acc_t sin = shape.inverse ? -cos_sin[shape.half + i] : cos_sin[shape.half + i];
-    rotation::rotate_pairs<scalar_t, acc_t, 1, interleaved>(
-        in, out, shape.in_stride, shape.out_stride, i, shape.half, cos_sin + i, &sin);
+void run_job(RotateJob& job, const Tables& tables) {
+  job.cache = tables.cache.const_data_ptr<float>();
+  job.cache_positions = tables.cache.size(0);
+  job.frequencies = tables.inv_freq.const_data_ptr<double>();
+  job.half = tables.inv_freq.size(0);
+  job.mscale = tables.mscale;
+  job.interleaved = tables.interleaved;
+  job.inverse = tables.inverse;
+  job.num_tokens = num_tokens(job.operands[0]);
+  int64_t elements_per_token = 0;
+  for (int o = 0; o < job.num_operands; ++o) {
+    elements_per_token += job.operands[o].num_heads * job.head_size;
   }
-  if (in != out) {  // partial rotary: the features past the rotary dim pass through
-    for (int64_t d = 2 * shape.half; d < shape.head_size; ++d) {
-      rotation::copy_features<scalar_t, 1>(in, out, shape.in_stride, shape.out_stride, d);
-    }
-  }
+  const int64_t grain =
+      std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_token));
+  const Kernels& k = kernels();
+  at::parallel_for(0, job.num_tokens, grain,
+                   [&](int64_t begin, int64_t end) { k.rotate_tokens(job, begin, end); });
 }
 
-template <typename scalar_t, typename position_t>
-void rotate_rows(const at::Tensor& input, const at::Tensor& output, const at::Tensor& positions,
-                 const RotationRows& rows, const at::Tensor& cache, const at::Tensor& inv_freq,
-                 double mscale, bool interleaved, bool inverse) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const RowShape shape{input.size(-1),    inv_freq.size(0), input.stride(-1),
-                       output.stride(-1), interleaved,      inverse};
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  scalar_t* out = output.mutable_data_ptr<scalar_t>();
-  const position_t* pos = positions.defined() ? positions.const_data_ptr<position_t>() : nullptr;
-  // About 32K elements per task (ATen's grain), so small calls stay on the calling thread.
-  const int64_t grain = std::max<int64_t>(1, 32768 / shape.head_size);
-
-  at::parallel_for(0, detail::num_rows(input), grain, [&](int64_t begin, int64_t end) {
-    CosSinRows<acc_t> tables(cache, inv_freq, mscale);
-    int64_t offsets[kNumRotationOperands];
-    for (int64_t r = begin; r < end; ++r) {
-      rows.offsets(r, offsets);
-      const int64_t position =
-          pos != nullptr ? static_cast<int64_t>(pos[offsets[kPositions]]) : offsets[kPositions];
-      const acc_t* cos_sin = tables.row(position);
-      const scalar_t* row_in = in + offsets[kInput];
-      scalar_t* row_out = out + offsets[kOutput];
-      if (shape.interleaved) {
-        rotate_row<scalar_t, acc_t, true>(row_in, row_out, shape, cos_sin);
-      } else {
-        rotate_row<scalar_t, acc_t, false>(row_in, row_out, shape, cos_sin);
-      }
-    }
-  });
+void set_positions(RotateJob& job, const detail::RotationTask& task) {
+  job.positions = task.positions.defined() ? task.positions.const_data_ptr() : nullptr;
+  job.int32_positions = task.positions.defined() && task.positions.scalar_type() == at::kInt;
 }
 
-void run(const detail::RotationTask& task, const at::Tensor& cache, const at::Tensor& inv_freq,
-         double mscale, bool interleaved, bool inverse) {
-  if (task.input.numel() == 0) return;
-  const bool int32_positions = task.positions.defined() && task.positions.scalar_type() == at::kInt;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, task.input.scalar_type(), "yarn_ext_rotate", [&] {
-        if (int32_positions) {
-          rotate_rows<scalar_t, int32_t>(task.input, task.output, task.positions, task.rows, cache,
-                                         inv_freq, mscale, interleaved, inverse);
-        } else {
-          rotate_rows<scalar_t, int64_t>(task.input, task.output, task.positions, task.rows, cache,
-                                         inv_freq, mscale, interleaved, inverse);
-        }
-      });
+// Rotates `first` and optionally `second` (k: same positions and tables).
+void run(const detail::RotationTask& first, const detail::RotationTask* second,
+         const Tables& tables) {
+  const detail::RotationTask* tasks[2];
+  int count = 0;
+  int64_t elements = 0;
+  for (const detail::RotationTask* task : {&first, second}) {
+    if (task != nullptr && task->input.numel() > 0) {
+      tasks[count++] = task;
+      elements += task->input.numel();
+    }
+  }
+  if (count == 0) return;
+  RotateOperand operands[2];
+  for (int o = 0; o < count; ++o) operands[o] = split_rows(*tasks[o], false);
+  // Fewer tokens than threads but much work (one position broadcast over a large batch): then
+  // every row is a token, so that the rows are what is split over threads.
+  if (num_tokens(operands[0]) < at::get_num_threads() && elements >= 2 * kGrainElements) {
+    for (int o = 0; o < count; ++o) operands[o] = split_rows(*tasks[o], true);
+  }
+  RotateJob job;
+  job.dtype = first.input.scalar_type();
+  job.head_size = first.input.size(-1);
+  if (count == 2 && same_tokens(operands[0].tokens, operands[1].tokens)) {
+    set_positions(job, *tasks[0]);
+    job.operands[0] = operands[0];
+    job.operands[1] = operands[1];
+    job.num_operands = 2;
+    run_job(job, tables);
+    return;
+  }
+  for (int o = 0; o < count; ++o) {
+    set_positions(job, *tasks[o]);
+    job.operands[0] = operands[o];
+    job.num_operands = 1;
+    run_job(job, tables);
+  }
 }
 
 at::Tensor rotate_cpu(const at::Tensor& x, const at::Tensor& cos_sin_cache,
@@ -133,7 +139,7 @@ at::Tensor rotate_cpu(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                       const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
   const detail::RotationTask task =
       detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
-  run(task, cos_sin_cache, inv_freq, mscale, interleaved, inverse);
+  run(task, nullptr, {cos_sin_cache, inv_freq, mscale, interleaved, inverse});
   return task.output;
 }
 
@@ -143,8 +149,8 @@ void rotate_inplace_cpu(const at::Tensor& q, const std::optional<at::Tensor>& k,
   // Everything is validated before the first write, so a failing call leaves q and k untouched.
   const detail::InplaceRotation plan = detail::plan_rotate_inplace(
       "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
-  run(plan.q, cos_sin_cache, inv_freq, mscale, interleaved, /*inverse=*/false);
-  if (plan.k) run(*plan.k, cos_sin_cache, inv_freq, mscale, interleaved, /*inverse=*/false);
+  run(plan.q, plan.k ? &*plan.k : nullptr,
+      {cos_sin_cache, inv_freq, mscale, interleaved, /*inverse=*/false});
 }
 
 }  // namespace

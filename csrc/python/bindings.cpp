@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_kernels.h"
 #include "cpu/cuda_emulation.h"
 #include "yarn_ext/helpers.h"
 #include "yarn_ext/tables.h"
@@ -90,6 +91,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("grown_scale", &yarn_ext::grown_scale, py::arg("seq_len"),
         py::arg("original_max_position_embeddings"), py::arg("current_scale"));
   m.def("built_backends", &built_backends);
+  m.def(
+      "cpu_kernels", [] { return std::string(yarn_ext::cpu::kernels().name); },
+      "The instruction set of the CPU kernels in use: DEFAULT, AVX2 or AVX512 (ATen's CPU "
+      "capability, which the ATEN_CPU_CAPABILITY environment variable can lower).");
   // Test hook (tests/test_package.py): the C++ module yarn_ext::YarnEmbedding, built from the
   // Python constructor's keyword arguments, then forward(x, seq_len, positions) for each call,
   // rotate_(q, k, positions) and cos_sin(cos_sin_len); returns the results and the final tables,

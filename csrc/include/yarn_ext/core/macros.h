@@ -15,3 +15,15 @@
 #else
 #define YARN_UNROLL
 #endif
+
+// The CPU kernels are compiled once per instruction set (csrc/cpu/vectorized/kernels.cpp with
+// CPU_CAPABILITY=DEFAULT, AVX2, AVX512, as ATen does). The inline functions of these headers get
+// a namespace per instruction set there; otherwise the linker would keep one copy - perhaps the
+// AVX512 one - for every caller.
+#if defined(CPU_CAPABILITY)
+#define YARN_ISA_NAMESPACE_BEGIN inline namespace CPU_CAPABILITY {
+#define YARN_ISA_NAMESPACE_END }
+#else
+#define YARN_ISA_NAMESPACE_BEGIN
+#define YARN_ISA_NAMESPACE_END
+#endif

@@ -10,6 +10,7 @@
 #include "yarn_ext/core/macros.h"
 
 namespace yarn_ext::rotation {
+YARN_ISA_NAMESPACE_BEGIN
 
 // y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin. The inverse rotation is the same with -sin.
 template <typename T>
@@ -119,4 +120,5 @@ YARN_HOST_DEVICE inline void copy_features(const scalar_t* in, scalar_t* out, in
   store<kVec>(out + first * out_stride, x);
 }
 
+YARN_ISA_NAMESPACE_END
 }  // namespace yarn_ext::rotation

@@ -11,13 +11,9 @@
 #include "yarn_ext/core/macros.h"
 
 namespace yarn_ext::math {
+YARN_ISA_NAMESPACE_BEGIN
 
 constexpr double kPi = 3.14159265358979323846;
-// 2*pi split in two doubles (Cody-Waite): the reduction below subtracts k * 2*pi with an error
-// far below one ulp of the reduced angle, even for angles of 1e6 radians and more.
-constexpr double kTwoPiHi = 6.283185307179586;
-constexpr double kTwoPiLo = 2.4492935982947064e-16;
-constexpr double kInvTwoPi = 0.15915494309189535;
 
 // The dimension index at which a frequency completes `num_rotations` turns over
 // `max_position_embeddings` positions.
@@ -95,36 +91,84 @@ YARN_HOST_DEVICE inline double inv_freq(const FrequencyParams& p, int64_t i) {
   return interpolation * (1.0 - mask) + extrapolation * mask;
 }
 
-// position * inv_freq formed in float64 and reduced to about [-pi, pi]. A float32 angle is off by
-// half an ulp of the angle (1e-2 rad at 128K positions); this is off by ~1e-16 * |angle|.
-YARN_HOST_DEVICE inline double reduced_angle(int64_t position, double frequency) {
-  const double angle = static_cast<double>(position) * frequency;
-  const double turns = rint(angle * kInvTwoPi);
-  return fma(-turns, kTwoPiLo, fma(-turns, kTwoPiHi, angle));
+// Arithmetic of the cos/sin formula below, for double here (host and device) and for the CPU's
+// vector of doubles (csrc/cpu/vectorized/arith.h). Every multiply-add is a fused one, so that the
+// scalar, vector and CUDA evaluations give the same bits.
+template <typename T>
+struct Arith;
+
+template <>
+struct Arith<double> {
+  YARN_HOST_DEVICE static double fma(double a, double b, double c) { return ::fma(a, b, c); }
+  YARN_HOST_DEVICE static double fnma(double a, double b, double c) { return ::fma(-a, b, c); }
+  YARN_HOST_DEVICE static double round(double x) { return rint(x); }  // to nearest, ties to even
+  YARN_HOST_DEVICE static double abs(double x) { return fabs(x); }
+};
+
+// pi split in two doubles (Cody-Waite): angle - k * pi is formed with an error far below one ulp
+// of the result, even for angles of 1e6 radians (position 2^20) and more.
+constexpr double kPiHi = 3.141592653589793;
+constexpr double kPiLo = 1.2246467991473532e-16;
+constexpr double kInvPi = 0.3183098861837907;
+
+template <typename T>
+struct CosSin {
+  T cos;
+  T sin;
+};
+
+// cos(angle) * scale and sin(angle) * scale in float64, for T = double or a vector of doubles.
+// angle = k * pi + r with |r| <= pi/2, so cos(angle) = (-1)^k cos(r) and likewise sin; on
+// [-pi/2, pi/2] the Taylor series to r^21 (sin) and r^22 (cos) are within 1.2e-18 of the true
+// values, so what is left is the rounding of a few float64 operations (about 1e-16): far below
+// the float32 cache's half ulp, and float64-accurate for float64 inputs. Written with
+// multiply-adds only (no libm), so that CPU vectors can evaluate it as well.
+template <typename T>
+YARN_HOST_DEVICE inline CosSin<T> cos_sin_of_angle(T angle, T scale) {
+  using A = Arith<T>;
+  const T turns = A::round(angle * T(kInvPi));
+  const T r = A::fnma(turns, T(kPiLo), A::fnma(turns, T(kPiHi), angle));
+  const T r2 = r * r;
+  // sin(r) = r + r^3 * (-1/3! + r^2/5! - ... + r^18/21!)
+  T s = T(1.0 / 51090942171709440000.0);
+  s = A::fma(s, r2, T(-1.0 / 121645100408832000.0));
+  s = A::fma(s, r2, T(1.0 / 355687428096000.0));
+  s = A::fma(s, r2, T(-1.0 / 1307674368000.0));
+  s = A::fma(s, r2, T(1.0 / 6227020800.0));
+  s = A::fma(s, r2, T(-1.0 / 39916800.0));
+  s = A::fma(s, r2, T(1.0 / 362880.0));
+  s = A::fma(s, r2, T(-1.0 / 5040.0));
+  s = A::fma(s, r2, T(1.0 / 120.0));
+  s = A::fma(s, r2, T(-1.0 / 6.0));
+  s = A::fma(r * r2, s, r);
+  // cos(r) = 1 + r^2 * (-1/2! + r^2/4! - ... + r^20/22!)
+  T c = T(-1.0 / 1124000727777607680000.0);
+  c = A::fma(c, r2, T(1.0 / 2432902008176640000.0));
+  c = A::fma(c, r2, T(-1.0 / 6402373705728000.0));
+  c = A::fma(c, r2, T(1.0 / 20922789888000.0));
+  c = A::fma(c, r2, T(-1.0 / 87178291200.0));
+  c = A::fma(c, r2, T(1.0 / 479001600.0));
+  c = A::fma(c, r2, T(-1.0 / 3628800.0));
+  c = A::fma(c, r2, T(1.0 / 40320.0));
+  c = A::fma(c, r2, T(-1.0 / 720.0));
+  c = A::fma(c, r2, T(1.0 / 24.0));
+  c = A::fma(c, r2, T(-1.0 / 2.0));
+  c = A::fma(r2, c, T(1.0));
+  // (-1)^k from k's parity: k - 2 * round(k / 2) is -1, 0 or 1, exactly.
+  const T parity = A::abs(A::fnma(T(2.0), A::round(turns * T(0.5)), turns));
+  const T signed_scale = A::fnma(T(2.0), parity, T(1.0)) * scale;
+  return {c * signed_scale, s * signed_scale};
 }
 
 // cos and sin of one (position, frequency), multiplied by the attention scale, in float64.
 YARN_HOST_DEVICE inline void scaled_cos_sin(int64_t position, double frequency,
                                             double attention_scale, double* cos_out,
                                             double* sin_out) {
-  const double angle = reduced_angle(position, frequency);
-  *cos_out = cos(angle) * attention_scale;
-  *sin_out = sin(angle) * attention_scale;
+  const CosSin<double> cs =
+      cos_sin_of_angle(static_cast<double>(position) * frequency, attention_scale);
+  *cos_out = cs.cos;
+  *sin_out = cs.sin;
 }
 
-// One row of the cos/sin table: cos for each frequency in cos_row[0, half), sin in sin_row.
-// The cache kernels write rows of the cache with it; the rotation kernels use it for positions
-// outside the cache, so both paths produce the same values bit for bit.
-template <typename T>
-YARN_HOST_DEVICE inline void fill_cos_sin_row(int64_t position, const double* frequencies,
-                                              int64_t half, double attention_scale, T* cos_row,
-                                              T* sin_row) {
-  for (int64_t i = 0; i < half; ++i) {
-    double c, s;
-    scaled_cos_sin(position, frequencies[i], attention_scale, &c, &s);
-    cos_row[i] = static_cast<T>(c);
-    sin_row[i] = static_cast<T>(s);
-  }
-}
-
+YARN_ISA_NAMESPACE_END
 }  // namespace yarn_ext::math

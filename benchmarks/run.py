@@ -1,0 +1,222 @@
+"""yarn_ext's benchmark suite: one run, one table, JSON and PNG plots.
+
+    python -m benchmarks.run --device cpu            # or --device cuda
+    python -m benchmarks.run --device cpu --quick    # a smoke run: small sizes, short timings
+
+Measures, in one run, so that every ratio compares figures taken side by side:
+  - in-place q+k rotation throughput against tokens: yarn_ext, eager PyTorch, torch.compile,
+    the copy of the same bytes (the roofline) and, on CUDA, FlashInfer / Liger-Kernel if installed;
+  - cos/sin cache construction time against length: yarn_ext and the float32 construction;
+  - max |error| of cos/sin against float64 math by position up to 2^20 (on the CPU; the tables
+    are the same on every device).
+Writes results.md, results.json, throughput.png, construction.png and accuracy.png to --out
+(default benchmarks/results/DEVICE) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+import yarn_ext
+
+from . import plots
+from .accuracy import error_by_position
+from .common import BASE, HEAD_DIM, ORIGINAL, SCALE, eager_rope, machine
+from .construction import bench_construction
+from .rotation import MAX_POSITION, bench_one_token_call, bench_rotation
+
+HEADLINE_TOKENS = 4096
+CACHE_LENGTH = 131072
+SETTINGS = {
+    # device: (dtypes, tokens, cache lengths)
+    "cpu": (
+        [torch.bfloat16, torch.float32],
+        [1, 4, 16, 64, 256, 1024, 4096, 16384],
+        [1024, 4096, 16384, 65536, 131072],
+    ),
+    "cuda": (
+        [torch.bfloat16, torch.float16],
+        [1, 16, 256, 1024, 4096, 16384, 131072],
+        [1024, 16384, 131072, 1048576],
+    ),
+}
+QUICK = ([torch.float32], [1, 64], [1024, 4096])
+
+
+def rotation_table(rows: list[dict]) -> list[str]:
+    names = [
+        n
+        for n in ("yarn_ext", "copy", "eager", "compile", "flashinfer", "liger")
+        if any(f"{n}_us" in r for r in rows)
+    ]
+    head = [
+        "dtype",
+        "tokens",
+        *[f"{n} us" for n in names],
+        "yarn_ext GB/s",
+        "% of copy",
+        "x eager",
+        "x compile",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ours = r["yarn_ext_us"]
+        cells = [r["dtype"], str(r["tokens"])]
+        cells += [f"{r[n + '_us']:.1f}" if n + "_us" in r else "-" for n in names]
+        cells += [
+            f"{r['yarn_ext_gbps']:.1f}",
+            f"{100 * r['copy_us'] / ours:.0f}%",
+            f"{r['eager_us'] / ours:.1f}" if "eager_us" in r else "-",
+            f"{r['compile_us'] / ours:.1f}" if "compile_us" in r else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def headline(
+    rows: list[dict], calls: dict[str, float], construction: list[dict], accuracy: list[dict]
+) -> list[str]:
+    """The issue's targets, as measured: at HEADLINE_TOKENS (or the largest measured), the
+    one-token call, the cache at CACHE_LENGTH (or the largest) and the error at the top position."""
+    lines = ["| figure | measured |", "|---|---|"]
+    for dtype in sorted({r["dtype"] for r in rows}):
+        series = [r for r in rows if r["dtype"] == dtype]
+        big = min(series, key=lambda r: abs(r["tokens"] - HEADLINE_TOKENS))
+        ours = big["yarn_ext_us"]
+        text = (
+            f"{big['yarn_ext_gbps']:.1f} GB/s = {100 * big['copy_us'] / ours:.0f}% of the "
+            f"copy ({big['copy_gbps']:.1f} GB/s)"
+        )
+        if "eager_us" in big:
+            text += f"; {big['eager_us'] / ours:.1f}x eager"
+        if "compile_us" in big:
+            text += f"; {big['compile_us'] / ours:.1f}x torch.compile"
+        lines.append(f"| {dtype}, {big['tokens']} tokens, in-place q+k | {text} |")
+        lines.append(f"| {dtype}, one-token rotate_ call, data in cache | {calls[dtype]:.1f} us |")
+    cache = max(construction, key=lambda r: r["length"])
+    lines.append(
+        f"| cache {cache['length']} x {HEAD_DIM} | {cache['yarn_ext_us'] / 1e3:.2f} ms vs float32 "
+        f"construction {cache['float32_us'] / 1e3:.2f} ms: "
+        f"{cache['float32_us'] / cache['yarn_ext_us']:.1f}x faster |"
+    )
+    top = accuracy[-1]
+    lines.append(
+        f"| max error, positions {top['positions'][0]}..{top['positions'][1]} | yarn_ext "
+        f"{top['yarn_ext']:.1e}, float32 angles {top['float32']:.1e}: "
+        f"{top['float32'] / top['yarn_ext']:.0f}x more accurate |"
+    )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/DEVICE")
+    parser.add_argument("--quick", action="store_true", help="smoke run: small sizes")
+    parser.add_argument("--tokens", type=int, nargs="*", help="token counts to measure")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile line")
+    args = parser.parse_args()
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmarks.run: --device cuda needs a CUDA device")
+    out = args.out or Path(__file__).parent / "results" / device
+    out.mkdir(parents=True, exist_ok=True)
+    dtypes, tokens, lengths = QUICK if args.quick else SETTINGS[device]
+    tokens = args.tokens or tokens
+    min_time = 0.02 if args.quick else 0.3
+    caption = f"{machine(device)}; torch {torch.__version__}, yarn_ext {yarn_ext.__version__}"
+    print(caption, flush=True)
+
+    # Qwen3's frequencies; attention_factor 1 keeps the rotation norm-preserving, so inputs
+    # rotated in place many times stay finite.
+    rope = yarn_ext.YarnEmbedding(
+        HEAD_DIM,
+        max_position_embeddings=MAX_POSITION,
+        base=BASE,
+        original_max_position_embeddings=ORIGINAL,
+        scaling_factor=SCALE,
+        finetuned=True,
+        device=device,
+        attention_factor=1.0,
+    )
+    compiled = None if args.no_compile else torch.compile(eager_rope, dynamic=False)
+    rows = []
+    for dtype in dtypes:
+        for n in tokens:
+            rows.append(bench_rotation(device, dtype, n, rope, compiled, min_time))
+            print(rotation_table(rows[-1:])[-1], flush=True)
+    calls = {
+        str(dtype).removeprefix("torch."): bench_one_token_call(device, rope, dtype)
+        for dtype in dtypes
+    }
+    construction = bench_construction(device, lengths, min_time)
+    top = 2**12 if args.quick else 2**20
+    accuracy = error_by_position(HEAD_DIM, BASE, SCALE, ORIGINAL, top=top)
+
+    text = [
+        f"# yarn_ext benchmarks, {device}",
+        "",
+        caption,
+        "",
+        "## Headline",
+        "",
+        *headline(rows, calls, construction, accuracy),
+        "",
+        "## In-place q+k rotation (32 q + 8 k heads, head_dim 128, random positions)",
+        "",
+        *rotation_table(rows),
+        "",
+        "## Cache construction (head_dim 128)",
+        "",
+        "| positions | yarn_ext ms | float32 construction ms | speed-up |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['length']} | {r['yarn_ext_us'] / 1e3:.3f} | {r['float32_us'] / 1e3:.3f} | "
+            f"{r['float32_us'] / r['yarn_ext_us']:.1f}x |"
+            for r in construction
+        ],
+        "",
+        "## Max |error| of cos/sin against float64, Qwen3 YaRN (theta 1e6, factor 4)",
+        "",
+        "| positions | yarn_ext | float32 angles |",
+        "|---|---|---|",
+        *[
+            f"| {r['positions'][0]}..{r['positions'][1]} | {r['yarn_ext']:.1e} | "
+            f"{r['float32']:.1e} |"
+            for r in accuracy
+        ],
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(text))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "device": device,
+                "machine": machine(device),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "yarn_ext": yarn_ext.__version__,
+                "rotation": rows,
+                "one_token_call_us": calls,
+                "construction": construction,
+                "accuracy": accuracy,
+            },
+            indent=2,
+        )
+    )
+    plots.throughput(rows, caption, out / "throughput.png")
+    plots.construction(construction, caption, out / "construction.png")
+    plots.accuracy(accuracy, "Qwen3 YaRN (theta 1e6, factor 4)", out / "accuracy.png")
+    print("\n".join(text))
+    print(f"wrote {out}/results.md, results.json, throughput.png, construction.png, accuracy.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+// The CPU kernels' inner loops for one instruction set: CMake compiles this file once per
+// CPU_CAPABILITY (DEFAULT, and AVX2 and AVX512 on x86-64) and cpu_kernels.cpp picks the copy
+// for the running CPU.
+//
+// Rotation walks a thread's tokens in blocks: the cos/sin rows of a block are found once (a
+// cache row, or computed into a scratch row when the position is outside the cache or the input
+// is float64), then every head of every operand (q and k) of the block is rotated with them, in
+// memory order.
+#include <ATen/OpMathType.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/cpu_kernels.h"
+#include "cpu/vectorized/cos_sin_rows.h"
+#include "cpu/vectorized/rotate_row.h"
+
+namespace yarn_ext::cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+constexpr int64_t kBlock = 16;  // tokens whose cos/sin rows (16 x 512 bytes at head_dim 128)
+                                // stay in L1 while their heads are rotated
+
+// Walks the multi-index of some row dimensions one step at a time (an odometer), keeping the
+// element offsets of input, output and positions; the start is found by division, once.
+class DimsCursor {
+ public:
+  DimsCursor(const RowDims& dims, int64_t start) : dims_(dims) {
+    for (int d = dims.ndim - 1; d >= 0; --d) {
+      index_[d] = start % dims.sizes[d];
+      start /= dims.sizes[d];
+      in_ += index_[d] * dims.in[d];
+      out_ += index_[d] * dims.out[d];
+      positions_ += index_[d] * dims.positions[d];
+    }
+  }
+
+  void next() {
+    for (int d = dims_.ndim - 1; d >= 0; --d) {
+      in_ += dims_.in[d];
+      out_ += dims_.out[d];
+      positions_ += dims_.positions[d];
+      if (++index_[d] < dims_.sizes[d]) return;
+      in_ -= index_[d] * dims_.in[d];
+      out_ -= index_[d] * dims_.out[d];
+      positions_ -= index_[d] * dims_.positions[d];
+      index_[d] = 0;
+    }
+  }
+
+  int64_t in() const { return in_; }
+  int64_t out() const { return out_; }
+  int64_t positions() const { return positions_; }
+
+ private:
+  const RowDims& dims_;
+  int64_t index_[kMaxRowDims] = {};
+  int64_t in_ = 0;
+  int64_t out_ = 0;
+  int64_t positions_ = 0;
+};
+
+// The cos/sin rows (cos at [0, half), sin at [half, 2 half)) of a block of tokens.
+template <typename acc_t>
+class BlockTables {
+ public:
+  explicit BlockTables(const RotateJob& job) : job_(job) {}
+
+  // Row for token `slot` of the block, at `position`.
+  const acc_t* row(int slot, int64_t position) {
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (position >= 0 && position < job_.cache_positions) {
+        return job_.cache + position * 2 * job_.half;
+      }
+    }
+    // Computed rows: tokens of one block often share a position (a batch of one position).
+    if (slot > 0 && positions_[slot - 1] == position && computed_[slot - 1]) {
+      positions_[slot] = position;
+      computed_[slot] = true;
+      rows_[slot] = rows_[slot - 1];
+      return rows_[slot];
+    }
+    if (scratch_.empty()) scratch_.resize(kBlock * 2 * job_.half);  // only on a miss
+    acc_t* row = scratch_.data() + slot * 2 * job_.half;
+    fill_cos_sin_row(position, job_.frequencies, job_.half, job_.mscale, row, row + job_.half);
+    positions_[slot] = position;
+    computed_[slot] = true;
+    rows_[slot] = row;
+    return row;
+  }
+
+  void start_block() { std::fill(computed_, computed_ + kBlock, false); }
+
+ private:
+  const RotateJob& job_;
+  std::vector<acc_t> scratch_;
+  int64_t positions_[kBlock] = {};
+  bool computed_[kBlock] = {};
+  const acc_t* rows_[kBlock] = {};
+};
+
+// Stack room for paired cos/sin rows: only the bfloat16 loops use it.
+template <typename scalar_t>
+constexpr int64_t paired_rows_on_stack(int64_t floats) {
+  return std::is_same_v<scalar_t, c10::BFloat16> ? floats : 1;
+}
+
+// Random positions make each token's cache row a cache miss: ask for all the rows of a block at
+// once, so that their latencies overlap instead of stalling token by token.
+inline void prefetch(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line);
+}
+
+int64_t read_position(const RotateJob& job, int64_t offset) {
+  if (job.positions == nullptr) return offset;
+  if (job.int32_positions) return static_cast<const int32_t*>(job.positions)[offset];
+  return static_cast<const int64_t*>(job.positions)[offset];
+}
+
+template <typename scalar_t, bool interleaved, bool inverse>
+void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
+  using acc_t = acc_type<scalar_t>;
+  BlockTables<acc_t> tables(job);
+  const acc_t* rows[kBlock];
+  // bfloat16 through the bit-operation loops when every operand has unit element stride; for
+  // rotate_half pairs each token's cos/sin row is laid out for them once (paired), here.
+  bool unit_strides = true;
+  for (int o = 0; o < job.num_operands; ++o) {
+    unit_strides =
+        unit_strides && job.operands[o].in_stride == 1 && job.operands[o].out_stride == 1;
+  }
+  const bool bit_bf16 = unit_strides && bit_bf16_path<scalar_t>(interleaved, job.half);
+  const bool paired = bit_bf16 && !interleaved;
+  constexpr int64_t kPairedOnStack = kBlock * 512;  // head_dim up to 512 without allocating
+  float paired_stack[paired_rows_on_stack<scalar_t>(kPairedOnStack)];
+  std::vector<float> paired_heap;
+  float* paired_rows = paired_stack;
+  if (paired && kBlock * 2 * job.half > kPairedOnStack) {
+    paired_heap.resize(kBlock * 2 * job.half);
+    paired_rows = paired_heap.data();
+  }
+  int64_t in_offsets[2][kBlock];
+  int64_t out_offsets[2][kBlock];
+  // The token dimensions of all operands have the same sizes, and positions strides (those of
+  // operand 0 serve all).
+  DimsCursor cursors[2] = {DimsCursor(job.operands[0].tokens, begin),
+                           DimsCursor(job.operands[job.num_operands - 1].tokens, begin)};
+  for (int64_t block = begin; block < end; block += kBlock) {
+    const int count = static_cast<int>(std::min(kBlock, end - block));
+    tables.start_block();
+    for (int t = 0; t < count; ++t) {
+      rows[t] = tables.row(t, read_position(job, cursors[0].positions()));
+      prefetch(rows[t], 2 * job.half * sizeof(acc_t));
+      for (int o = 0; o < job.num_operands; ++o) {
+        in_offsets[o][t] = cursors[o].in();
+        out_offsets[o][t] = cursors[o].out();
+        cursors[o].next();
+      }
+    }
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      for (int t = 0; paired && t < count; ++t) {
+        make_paired_row(rows[t], paired_rows + t * 2 * job.half, job.half);
+        rows[t] = paired_rows + t * 2 * job.half;
+      }
+    }
+    for (int o = 0; o < job.num_operands; ++o) {
+      const RotateOperand& op = job.operands[o];
+      const RowGeometry geometry{job.half,      job.head_size,   op.in_stride,
+                                 op.out_stride, op.in != op.out, bit_bf16};
+      const auto* in = static_cast<const scalar_t*>(op.in);
+      auto* out = static_cast<scalar_t*>(op.out);
+      auto rotate = [&](int t, const DimsCursor& head) {
+        rotate_row<scalar_t, interleaved, inverse>(in + in_offsets[o][t] + head.in(),
+                                                   out + out_offsets[o][t] + head.out(), rows[t],
+                                                   geometry);
+      };
+      if (op.heads_inner) {
+        for (int t = 0; t < count; ++t) {
+          DimsCursor head(op.heads, 0);
+          for (int64_t h = 0; h < op.num_heads; ++h, head.next()) rotate(t, head);
+        }
+      } else {
+        DimsCursor head(op.heads, 0);
+        for (int64_t h = 0; h < op.num_heads; ++h, head.next()) {
+          for (int t = 0; t < count; ++t) rotate(t, head);
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void rotate_tokens_dtype(const RotateJob& job, int64_t begin, int64_t end) {
+  if (job.interleaved) {
+    if (job.inverse) return rotate_tokens_typed<scalar_t, true, true>(job, begin, end);
+    return rotate_tokens_typed<scalar_t, true, false>(job, begin, end);
+  }
+  if (job.inverse) return rotate_tokens_typed<scalar_t, false, true>(job, begin, end);
+  return rotate_tokens_typed<scalar_t, false, false>(job, begin, end);
+}
+
+void rotate_tokens(const RotateJob& job, int64_t begin, int64_t end) {
+  switch (job.dtype) {
+    case c10::ScalarType::Float:
+      return rotate_tokens_dtype<float>(job, begin, end);
+    case c10::ScalarType::BFloat16:
+      return rotate_tokens_dtype<c10::BFloat16>(job, begin, end);
+    case c10::ScalarType::Half:
+      return rotate_tokens_dtype<c10::Half>(job, begin, end);
+    case c10::ScalarType::Double:
+      return rotate_tokens_dtype<double>(job, begin, end);
+    default:
+      TORCH_CHECK(false, "yarn_ext: no CPU rotation for ", job.dtype);  // checked before
+  }
+}
+
+void fill_cache_rows(const double* frequencies, int64_t half, double mscale, float* cache,
+                     int64_t begin, int64_t end) {
+  for (int64_t p = begin; p < end; ++p) {
+    float* row = cache + p * 2 * half;
+    fill_cos_sin_row(p, frequencies, half, mscale, row, row + half);
+  }
+}
+
+}  // namespace
+
+#define YARN_STRINGIFY_IMPL(x) #x
+#define YARN_STRINGIFY(x) YARN_STRINGIFY_IMPL(x)
+extern const Kernels kernels{YARN_STRINGIFY(CPU_CAPABILITY), &rotate_tokens, &fill_cache_rows};
+
+}  // namespace CPU_CAPABILITY
+}  // namespace yarn_ext::cpu

@@ -1,0 +1,54 @@
+"""The benchmark suite runs from the README's command and writes what it promises. A smoke run
+(--quick: small sizes, short timings; without torch.compile to keep it short) - the figures
+themselves are the benchmark's business, not the tests'."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_benchmark_writes_table_json_and_plots(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--device",
+            "cpu",
+            "--quick",
+            "--no-compile",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "## Headline" in run.stdout
+    for name in (
+        "results.md",
+        "results.json",
+        "throughput.png",
+        "construction.png",
+        "accuracy.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rotation"]
+    assert {r["tokens"] for r in rows} == {1, 64}
+    for row in rows:
+        for name in ("yarn_ext", "copy", "eager"):
+            assert row[f"{name}_us"] > 0 and row[f"{name}_gbps"] > 0
+    assert all(r["yarn_ext_us"] > 0 and r["float32_us"] > 0 for r in results["construction"])
+    accuracy = results["accuracy"]
+    assert accuracy[-1]["positions"][1] == 2**12
+    # the accuracy figures are measurements the tests can hold to: float64 angles stay at
+    # float32 rounding, float32 angles do not
+    assert max(r["yarn_ext"] for r in accuracy) < 1e-6
+    assert accuracy[-1]["float32"] > 100 * accuracy[-1]["yarn_ext"]

@@ -1,0 +1,152 @@
+"""The CPU kernels' vector loops (csrc/cpu/vectorized): every instruction-set copy gives the same
+bits, and every way a call is split into tokens and heads - q and k in one job or two, heads
+inside or outside tokens, rows as tokens when tokens are too few - rotates correctly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import yarn_ext
+from yarn_ext import ops, reference
+
+from .support import FLOAT_DTYPES, assert_matches_reference, randn
+
+pytestmark = pytest.mark.usefixtures("poison")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def outputs() -> dict[str, torch.Tensor]:
+    """Results of every CPU loop variant: dtypes, styles, inverse, partial rotary, a rotary half
+    that is no whole number of vectors, strided rows, positions past and before the cache, and
+    caches of several widths."""
+    results = {}
+    for dim, head_size in [(128, 128), (64, 96), (26, 30)]:
+        inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
+        cache = ops.build_cos_sin_cache(inv_freq, 300, 1.1)
+        results[f"cache-{dim}"] = cache
+        positions = torch.randint(-50, 400, (7, 1), generator=torch.Generator().manual_seed(dim))
+        for dtype in FLOAT_DTYPES:
+            x = randn(7, 5, head_size, dtype=dtype)
+            case = f"{dim}-{head_size}-{dtype}"
+            strided = randn(7, 5, 2 * head_size, dtype=dtype)[..., ::2]
+            results[f"{case}-strided"] = ops.rotate(strided, cache, inv_freq, 1.1, positions)
+            for interleaved in (False, True):
+                for inverse in (False, True):
+                    results[f"{case}-{interleaved}-{inverse}"] = ops.rotate(
+                        x, cache, inv_freq, 1.1, positions, interleaved, inverse
+                    )
+                q, k = x.clone(), randn(7, 2, head_size, dtype=dtype, seed=1)
+                ops.rotate_inplace(q, k, cache, inv_freq, 1.1, positions, interleaved)
+                results[f"{case}-{interleaved}-q"], results[f"{case}-{interleaved}-k"] = q, k
+    return results
+
+
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+    reason="this CPU runs the DEFAULT kernels only: there is no other copy to compare",
+)
+def test_instruction_sets_agree_bit_for_bit(tmp_path: Path) -> None:
+    here = yarn_ext.cpu_kernels()
+    assert here == torch.backends.cpu.get_cpu_capability()
+    script = (
+        "import sys, torch, yarn_ext\n"
+        "from tests.test_cpu_kernels import outputs\n"
+        "torch.save((yarn_ext.cpu_kernels(), outputs()), sys.argv[1])\n"
+    )
+    saved = tmp_path / "default.pt"
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    subprocess.run([sys.executable, "-c", script, str(saved)], check=True, cwd=ROOT, env=env)
+    name, theirs = torch.load(saved)
+    assert name == "DEFAULT"
+    ours = outputs()
+    assert ours.keys() == theirs.keys()
+    for key, value in ours.items():
+        assert torch.equal(value, theirs[key]), f"{here} and DEFAULT differ: {key}"
+
+
+def tables(dim: int = 128, cached: int = 512):
+    inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
+    return ops.build_cos_sin_cache(inv_freq, cached, 1.1), inv_freq
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_k_with_heads_outside_tokens(dtype) -> None:
+    # k a transposed view [T, Hk, D] whose heads are further apart than its tokens: the same
+    # tokens as q (one job), walked head by head
+    cache, inv_freq = tables()
+    positions = torch.randint(0, 600, (40, 1), generator=torch.Generator().manual_seed(0))
+    q = randn(40, 6, 128, dtype=dtype)
+    k = randn(3, 40, 128, dtype=dtype, seed=1).transpose(0, 1)
+    want_q = reference.rotate(q, inv_freq, 1.1, positions)
+    want_k = reference.rotate(k, inv_freq, 1.1, positions)
+    q_in, k_in = q.clone(), k.clone()
+    ops.rotate_inplace(q, k, cache, inv_freq, 1.1, positions)
+    assert_matches_reference(q, want_q, q_in, 1.1)
+    assert_matches_reference(k, want_k, k_in, 1.1)
+
+
+def test_q_and_k_with_different_token_layouts() -> None:
+    # q's batch and sequence merge into one token dimension, k's (a slice) do not: two jobs
+    cache, inv_freq = tables()
+    positions = torch.arange(2 * 24).reshape(2, 24) * 7
+    q = randn(2, 24, 4, 128)
+    k = randn(2, 48, 2, 128, seed=1)[:, :24]
+    want_q = reference.rotate(q, inv_freq, 1.1, positions[..., None])
+    want_k = reference.rotate(k, inv_freq, 1.1, positions[..., None])
+    q_in, k_in = q.clone(), k.clone()
+    ops.rotate_inplace(q, k, cache, inv_freq, 1.1, positions[..., None])
+    assert_matches_reference(q, want_q, q_in, 1.1)
+    assert_matches_reference(k, want_k, k_in, 1.1)
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs at least two intra-op threads")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_one_position_over_a_large_batch_splits_rows(dtype) -> None:
+    # one token (a single position broadcast everywhere) but a lot of work: rows become the
+    # tokens that threads share; threaded and serial results agree and match the reference
+    cache, inv_freq = tables()
+    x = randn(64, 32, 1, 128, dtype=dtype)
+    positions = torch.tensor([700])  # past the cache: computed rows
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = ops.rotate(x, cache, inv_freq, 1.1, positions)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = ops.rotate(x, cache, inv_freq, 1.1, positions)
+    assert torch.equal(serial, parallel)
+    assert_matches_reference(parallel, reference.rotate(x, inv_freq, 1.1, positions), x, 1.1)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_heads_outside_tokens_in_bhsd_layout(interleaved) -> None:
+    # [B, H, S, D] with positions [S]: tokens are S, heads (B and H) are far apart in memory
+    cache, inv_freq = tables()
+    x = randn(2, 5, 37, 128, dtype=torch.bfloat16)
+    positions = torch.arange(37) * 13
+    out = ops.rotate(x, cache, inv_freq, 1.1, positions, interleaved)
+    want = reference.rotate(x, inv_freq, 1.1, positions, interleaved)
+    assert_matches_reference(out, want, x, 1.1)
+
+
+def test_bfloat16_special_values_round_like_c10() -> None:
+    # the bit-operation bfloat16 path rounds as c10::BFloat16 does (to nearest even, NaN kept
+    # NaN, overflow to inf); the scalar path (strided rows) is c10's own conversion
+    cache, inv_freq = tables()
+    x = randn(4, 3, 128).to(torch.bfloat16)
+    x[0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 3.3e38])
+    x[1, 1, 64:68] = torch.tensor([float("nan"), 1e-40, -1e-40, -3.3e38])
+    positions = torch.tensor([[0], [1], [5], [600]])
+    fast = ops.rotate(x, cache, inv_freq, 1.1, positions)
+    wide = torch.empty(4, 3, 256, dtype=torch.bfloat16)
+    wide[..., ::2] = x
+    slow = ops.rotate(wide[..., ::2], cache, inv_freq, 1.1, positions)
+    assert torch.equal(fast.isnan(), slow.isnan())
+    assert torch.equal(torch.nan_to_num(fast), torch.nan_to_num(slow))
+    assert fast.isnan().any() and fast.isinf().any()
