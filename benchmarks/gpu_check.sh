@@ -31,6 +31,9 @@ $python -m yarn_ext --device cuda | tee "$out/selfcheck.log" || status=1
 step "CUDA tests"
 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/tests.log" | tail -15 || status=1
 
+step "CPU kernels of this host's instruction set against the DEFAULT copy (AVX512 where it has it)"
+$python -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py 2>&1 | tail -3 || status=1
+
 step "compute-sanitizer memcheck on the smoke test"
 sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
 "$sanitizer" --tool memcheck --error-exitcode 1 \

@@ -3,8 +3,9 @@ against tokens, for yarn_ext, eager PyTorch, the same under torch.compile, Flash
 when installed (CUDA), and the same-run copy of the same bytes (the roofline).
 
 GB/s counts the bytes an in-place rotation must move: q and k read and written once. The copy
-reads and writes the same number of bytes (q and k into other buffers). Inputs cycle through
-enough sets to exceed the last-level cache, so every figure is a from-memory figure."""
+reads and writes the same number of bytes (q and k into other buffers; an in-place rotation,
+which writes back lines it has just read, can beat it). Inputs cycle through enough sets (up to
+8192) to exceed the last-level cache, so every figure is a from-memory figure."""
 
 from __future__ import annotations
 
@@ -59,13 +60,13 @@ def bench_rotation(
     dtype: torch.dtype,
     tokens: int,
     rope: yarn_ext.YarnEmbedding,
-    compiled: Callable[..., object] | None,
+    with_compile: bool,
     min_time: float,
 ) -> dict:
     element = torch.finfo(dtype).bits // 8
     bytes_moved = 2 * tokens * (HEADS_Q + HEADS_K) * HEAD_DIM * element
     floor = 512 * 2**20 if device == "cuda" else 96 * 2**20  # past L2 (GPU) or L3 (CPU)
-    sets = max(2, min(256, math.ceil(floor / bytes_moved)))
+    sets = max(2, min(8192, math.ceil(floor / bytes_moved)))
     generator = torch.Generator(device=device).manual_seed(tokens)
 
     def randn(*shape: int) -> Tensor:
@@ -95,7 +96,11 @@ def bench_rotation(
         "yarn_ext": lambda i: rope.rotate_(qs[i], ks[i], columns[i]),
         "eager": lambda i: eager_rope(qs[i], ks[i], cos_cache, sin_cache, positions[i]),
     }
-    if compiled is not None:
+    if with_compile:
+        # A fresh compilation for each shape and dtype (dynamo stops compiling a function after
+        # recompile_limit variants and runs it eagerly); a recompilation while timing is an error.
+        torch._dynamo.reset()
+        compiled = torch.compile(eager_rope, dynamic=False)
         fns["compile"] = lambda i: compiled(qs[i], ks[i], cos_cache, sin_cache, positions[i])
     if device == "cuda":
         for name, fn in optional_peers(cache).items():
@@ -103,7 +108,9 @@ def bench_rotation(
 
     result: dict = {"dtype": str(dtype).removeprefix("torch."), "tokens": tokens}
     result["bytes"] = bytes_moved
-    for name, seconds in median_seconds(fns, sets, device, min_time, batch=batch).items():
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        medians = median_seconds(fns, sets, device, min_time, batch=batch)
+    for name, seconds in medians.items():
         result[f"{name}_us"] = seconds * 1e6
         result[f"{name}_gbps"] = bytes_moved / seconds / 1e9
     return result

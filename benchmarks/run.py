@@ -24,9 +24,8 @@ import torch
 
 import yarn_ext
 
-from . import plots
 from .accuracy import error_by_position
-from .common import BASE, HEAD_DIM, ORIGINAL, SCALE, eager_rope, machine
+from .common import BASE, HEAD_DIM, ORIGINAL, SCALE, machine
 from .construction import bench_construction
 from .rotation import MAX_POSITION, bench_one_token_call, bench_rotation
 
@@ -146,11 +145,10 @@ def main() -> None:
         device=device,
         attention_factor=1.0,
     )
-    compiled = None if args.no_compile else torch.compile(eager_rope, dynamic=False)
     rows = []
     for dtype in dtypes:
         for n in tokens:
-            rows.append(bench_rotation(device, dtype, n, rope, compiled, min_time))
+            rows.append(bench_rotation(device, dtype, n, rope, not args.no_compile, min_time))
             print(rotation_table(rows[-1:])[-1], flush=True)
     calls = {
         str(dtype).removeprefix("torch."): bench_one_token_call(device, rope, dtype)
@@ -211,11 +209,18 @@ def main() -> None:
             indent=2,
         )
     )
-    plots.throughput(rows, caption, out / "throughput.png")
-    plots.construction(construction, caption, out / "construction.png")
-    plots.accuracy(accuracy, "Qwen3 YaRN (theta 1e6, factor 4)", out / "accuracy.png")
     print("\n".join(text))
-    print(f"wrote {out}/results.md, results.json, throughput.png, construction.png, accuracy.png")
+    written = ["results.md", "results.json"]
+    try:
+        from . import plots
+    except ImportError:  # a bare GPU machine: the table and JSON still count
+        print("matplotlib is not installed: no plots (pip install matplotlib)")
+    else:
+        plots.throughput(rows, caption, out / "throughput.png")
+        plots.construction(construction, caption, out / "construction.png")
+        plots.accuracy(accuracy, "Qwen3 YaRN (theta 1e6, factor 4)", out / "accuracy.png")
+        written += ["throughput.png", "construction.png", "accuracy.png"]
+    print(f"wrote {', '.join(written)} to {out}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def built_backends() -> list[str]:
 
 
 def cpu_kernels() -> str:
-    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2" or "AVX512" - ATen's
-    CPU capability (torch.backends.cpu.get_cpu_capability()), which the ATEN_CPU_CAPABILITY
-    environment variable can lower."""
+    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2" or "AVX512", chosen from
+    ATen's CPU capability (torch.backends.cpu.get_cpu_capability(); the ATEN_CPU_CAPABILITY
+    environment variable can lower it). Every other capability - "NO AVX", NEON, SVE, VSX -
+    runs the DEFAULT copy."""
     return str(_C.cpu_kernels())

@@ -129,6 +129,7 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
   using acc_t = acc_type<scalar_t>;
   BlockTables<acc_t> tables(job);
   const acc_t* rows[kBlock];
+  const acc_t* sources[kBlock];  // paired rows: the cache or computed row each was made from
   // bfloat16 through the bit-operation loops when every operand has unit element stride; for
   // rotate_half pairs each token's cos/sin row is laid out for them once (paired), here.
   bool unit_strides = true;
@@ -166,6 +167,12 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
     }
     if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
       for (int t = 0; paired && t < count; ++t) {
+        if (t > 0 && rows[t] == sources[t - 1]) {  // the same row as the previous token's
+          sources[t] = rows[t];
+          rows[t] = rows[t - 1];
+          continue;
+        }
+        sources[t] = rows[t];
         make_paired_row(rows[t], paired_rows + t * 2 * job.half, job.half);
         rows[t] = paired_rows + t * 2 * job.half;
       }

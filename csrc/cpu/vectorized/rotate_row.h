@@ -57,6 +57,16 @@ struct Lanes {
       lo.store(p, std::min(n, kSize));
       if (n > kSize) hi.store(p + kSize, n - kSize);
     } else {
+      // ATen's x86 conversions write a NaN as 0xFFFF (bfloat16) or keep its payload (float16);
+      // c10's - the DEFAULT copy's - write 0x7FC0 / 0x7E00. A unit holding a NaN takes c10's
+      // conversion, so that every copy writes the same bits.
+      if ((lo.isnan() | hi.isnan()).zero_mask() != (1 << kSize) - 1) {
+        acc_t values[kWidth];
+        lo.store(values);
+        hi.store(values + kSize);
+        for (int64_t j = 0; j < n; ++j) p[j] = static_cast<scalar_t>(values[j]);
+        return;
+      }
       const auto v = at::vec::convert_from_float<scalar_t>(lo, hi);
       if (n == kWidth) {
         v.store(p);
