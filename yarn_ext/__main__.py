@@ -1,8 +1,10 @@
-"""`python -m yarn_ext`: a self-check of the installed build.
+"""`python -m yarn_ext`: a self-check of the installed build; `python -m yarn_ext inspect
+CONFIG.json [--plot FILE.png]`: the YaRN parameters a transformers config derives.
 
-Prints the torch version and the kernels built, applies YaRN with a real model's configuration
-(Qwen3: head_dim 128, theta 1e6, factor 4 over 32768 positions) to random q and k, and checks the
-result against the float64 reference. Exits non-zero when the error exceeds its bound.
+The self-check prints the torch version and the kernels built, applies YaRN with a real model's
+configuration (Qwen3: head_dim 128, theta 1e6, factor 4 over 32768 positions) to random q and k,
+and checks the result against the float64 reference. Exits non-zero when the error exceeds its
+bound.
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ def self_check(tokens: int, device: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["inspect"]:
+        from pathlib import Path
+
+        from yarn_ext.inspection import inspect
+
+        inspector = argparse.ArgumentParser(
+            prog="python -m yarn_ext inspect",
+            description="The YaRN parameters of a transformers config.json, as "
+            "YarnEmbedding.from_hf_config derives them.",
+        )
+        inspector.add_argument("config", type=Path, help="a transformers config.json")
+        inspector.add_argument("--plot", type=Path, help="a PNG of inv_freq against dimension")
+        args = inspector.parse_args(argv[1:])
+        return inspect(args.config, args.plot)
     parser = argparse.ArgumentParser(prog="python -m yarn_ext", description=__doc__)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--device", default="cpu")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from yarn_ext import _C, ops
 from yarn_ext._checks import as_float, as_int, positive_float, positive_int
 from yarn_ext.helpers import yarn_inv_freq
+from yarn_ext.hf_config import hf_yarn_parameters
 
 
 class _Tables(NamedTuple):
@@ -112,6 +113,34 @@ class YarnEmbedding(nn.Module):
         else:
             tables = self._make_tables(None, self.max_position_embeddings, device)
         self._commit(tables)
+
+    @classmethod
+    def from_hf_config(
+        cls, config: object, *, device: torch.device | str | None = None
+    ) -> YarnEmbedding:
+        """The YaRN embedding of a transformers model: `config` is its PretrainedConfig or the
+        contents of its config.json (a dict). Reads rope_theta, the YaRN block under
+        rope_parameters or rope_scaling, the rotary dim (qk_rope_head_dim, or head_dim - or
+        hidden_size / num_attention_heads - times partial_rotary_factor) and
+        max_position_embeddings, and combines them as transformers' _compute_yarn_parameters
+        does (yarn_ext.hf_config). Static YaRN: the module caches max_position_embeddings
+        positions at the config's scale. A block that is not YaRN, or a key of the wrong type,
+        raises an error naming the key."""
+        p = hf_yarn_parameters(config)
+        return cls(
+            p.dim,
+            max_position_embeddings=p.max_position_embeddings,
+            base=p.base,
+            original_max_position_embeddings=p.original_max_position_embeddings,
+            beta_fast=p.beta_fast,
+            beta_slow=p.beta_slow,
+            finetuned=True,
+            device=device,
+            scaling_factor=p.scale,
+            attention_factor=p.attention_factor,
+            truncate=p.truncate,
+            interleaved=p.interleaved,
+        )
 
     # -- tables ----------------------------------------------------------------------------
 

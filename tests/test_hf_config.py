@@ -1,0 +1,229 @@
+"""YarnEmbedding.from_hf_config against transformers itself: the public YaRN configurations of
+../shared/docs/yarn.md and edge cases, as PretrainedConfig objects, as their to_dict(), and as
+config.json-style dicts (rope_scaling and a top-level rope_theta). inv_freq must match
+transformers' within 1e-6 relative (transformers computes it in float32), the attention factor
+within 1e-12."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import (
+    DeepseekV3Config,
+    GptOssConfig,
+    LlamaConfig,
+    Olmo3Config,
+    Qwen2Config,
+    Qwen3Config,
+)
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from yarn_ext import YarnEmbedding
+from yarn_ext.hf_config import hf_yarn_parameters
+
+QWEN3 = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+DEEPSEEK_V3 = {
+    "type": "yarn",
+    "factor": 40,
+    "original_max_position_embeddings": 4096,
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+}
+GPT_OSS = {
+    "rope_type": "yarn",
+    "factor": 32.0,
+    "original_max_position_embeddings": 4096,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+}
+OLMO3 = {
+    "rope_type": "yarn",
+    "factor": 8.0,
+    "original_max_position_embeddings": 8192,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "attention_factor": 1.2079441541679836,
+}
+
+
+def configs():
+    """name -> (config class, its keyword arguments: sizes, theta, the YaRN block). Fresh dicts
+    on every call: transformers' config classes write into the rope dict they are given."""
+    return copy.deepcopy(_configs())
+
+
+def _configs():
+    small = {"hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2}
+    return {
+        "Qwen3": (
+            Qwen3Config,
+            {
+                **small,
+                "head_dim": 128,
+                "max_position_embeddings": 131072,
+                "rope_theta": 1e6,
+                "rope_scaling": QWEN3,
+            },
+        ),
+        "DeepSeek-V3": (
+            DeepseekV3Config,
+            {
+                "qk_rope_head_dim": 64,
+                "max_position_embeddings": 163840,
+                "rope_theta": 1e4,
+                "rope_scaling": DEEPSEEK_V3,
+            },
+        ),
+        "gpt-oss": (
+            GptOssConfig,
+            {
+                "head_dim": 64,
+                "max_position_embeddings": 131072,
+                "rope_theta": 150000.0,
+                "rope_scaling": GPT_OSS,
+            },
+        ),
+        "Olmo 3": (
+            Olmo3Config,
+            {**small, "max_position_embeddings": 65536, "rope_theta": 5e5, "rope_scaling": OLMO3},
+        ),
+        # edge cases
+        "betas equal": (
+            LlamaConfig,
+            {
+                **small,
+                "max_position_embeddings": 16384,
+                "rope_theta": 1e4,
+                "rope_scaling": {
+                    **QWEN3,
+                    "original_max_position_embeddings": 4096,
+                    "beta_fast": 8.0,
+                    "beta_slow": 8.0,
+                },
+            },
+        ),
+        "attention_factor given": (
+            Qwen2Config,
+            {
+                **small,
+                "max_position_embeddings": 131072,
+                "rope_theta": 1e6,
+                "rope_scaling": {**QWEN3, "attention_factor": 0.75},
+            },
+        ),
+        "factor not max/original": (
+            Qwen3Config,
+            {
+                **small,
+                "head_dim": 64,
+                "max_position_embeddings": 40960,
+                "rope_theta": 1e6,
+                "rope_scaling": QWEN3,
+            },
+        ),
+        "no factor: max/original": (
+            LlamaConfig,
+            {
+                **small,
+                "max_position_embeddings": 65536,
+                "rope_theta": 5e5,
+                "rope_scaling": {
+                    "rope_type": "yarn",
+                    "factor": None,
+                    "original_max_position_embeddings": 8192,
+                },
+            },
+        ),
+        "partial rotary": (
+            LlamaConfig,
+            {
+                **small,
+                "max_position_embeddings": 32768,
+                "rope_theta": 1e4,
+                "partial_rotary_factor": 0.5,
+                "rope_scaling": {**QWEN3, "original_max_position_embeddings": 8192},
+            },
+        ),
+        "mscale without mscale_all_dim": (
+            LlamaConfig,
+            {
+                **small,
+                "max_position_embeddings": 32768,
+                "rope_theta": 1e4,
+                "rope_scaling": {**QWEN3, "original_max_position_embeddings": 8192, "mscale": 0.7},
+            },
+        ),
+    }
+
+
+def transformers_yarn(config) -> tuple[torch.Tensor, float]:
+    layer_type = "full_attention" if "full_attention" in config.rope_parameters else None
+    kwargs = {"layer_type": layer_type} if layer_type else {}
+    return ROPE_INIT_FUNCTIONS["yarn"](config, "cpu", **kwargs)
+
+
+def config_json(name: str) -> dict:
+    """The config.json way of writing it: rope_scaling and a top-level rope_theta."""
+    _, kwargs = configs()[name]
+    block = {k: v for k, v in kwargs["rope_scaling"].items() if v is not None}
+    return {**{k: v for k, v in kwargs.items() if k != "rope_scaling"}, "rope_scaling": block}
+
+
+@pytest.mark.parametrize("name", list(configs()))
+@pytest.mark.parametrize("form", ["PretrainedConfig", "to_dict", "config.json"])
+def test_matches_transformers(name: str, form: str) -> None:
+    cls, kwargs = configs()[name]
+    config = cls(**kwargs)
+    want_inv_freq, want_attention = transformers_yarn(config)
+    source = {"PretrainedConfig": config, "to_dict": config.to_dict(), "config.json": None}[form]
+    if form == "config.json":
+        source = config_json(name)
+        if kwargs["rope_scaling"].get("factor", 0) is None:
+            source["rope_scaling"].pop("factor", None)
+    rope = YarnEmbedding.from_hf_config(source)
+    assert rope.inv_freq.shape == want_inv_freq.shape
+    relative = ((rope.inv_freq - want_inv_freq.double()) / want_inv_freq.double()).abs().max()
+    assert relative.item() <= 1e-6, f"{name}: inv_freq relative error {relative.item():.2e}"
+    assert abs(rope.mscale - want_attention) <= 1e-12
+    assert rope.max_seq_len_cached == config.max_position_embeddings
+
+
+def test_deepseek_layout_and_rotary_dim() -> None:
+    cls, kwargs = configs()["DeepSeek-V3"]
+    params = hf_yarn_parameters(cls(**kwargs))
+    assert params.dim == 64 and params.interleaved  # DeepSeek-V3 rotates GPT-J pairs
+    assert params.scale == 40.0 and params.attention_factor == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "names"),
+    [
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, ValueError, "rope_type"),
+        ({"rope_scaling": {**QWEN3, "factor": "4"}}, TypeError, "rope_scaling.factor"),
+        ({"rope_scaling": {**QWEN3, "beta_fast": True}}, TypeError, "rope_scaling.beta_fast"),
+        ({"rope_scaling": {**QWEN3, "truncate": "no"}}, TypeError, "rope_scaling.truncate"),
+        (
+            {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+            ValueError,
+            "original_max_position_embeddings",
+        ),
+        ({"rope_scaling": None}, ValueError, "rope_scaling"),
+        ({"rope_theta": "1e6"}, TypeError, "rope_theta"),
+        ({"head_dim": 12.5}, ValueError, "head_dim"),
+        ({"max_position_embeddings": -1}, ValueError, "max_position_embeddings"),
+    ],
+)
+def test_bad_configs_name_the_key(change: dict, error: type, names: str) -> None:
+    config = {**config_json("Qwen3"), **change}
+    with pytest.raises(error, match=names.replace(".", r"\.")):
+        YarnEmbedding.from_hf_config(config)
+
+
+def test_config_must_be_a_config_or_a_dict() -> None:
+    with pytest.raises(TypeError, match="PretrainedConfig or a dict"):
+        YarnEmbedding.from_hf_config("config.json")

@@ -1,0 +1,201 @@
+"""YaRN parameters from a transformers config (a PretrainedConfig, or config.json as a dict).
+
+The keys combine as transformers' `_compute_yarn_parameters` (modeling_rope_utils.py) combines
+them, so that a model's YarnEmbedding has transformers' frequencies and attention factor:
+
+- base: `rope_theta`, or `rope_parameters["rope_theta"]` (transformers 5 keeps it there);
+- the YaRN block: `rope_parameters` or `rope_scaling`, with `rope_type` (or `type`) "yarn";
+- scale: `factor`, else max_position_embeddings / original_max_position_embeddings;
+- attention factor: `attention_factor`; else get_mscale(scale, mscale) / get_mscale(scale,
+  mscale_all_dim) when both are given and non-zero (DeepSeek); else get_mscale(scale);
+- beta_fast, beta_slow: given and non-zero, else 32 and 1; truncate: default true;
+- rotary dim: `qk_rope_head_dim` (DeepSeek's rotary part of the head), else head_dim (or
+  hidden_size // num_attention_heads) times `partial_rotary_factor` (default 1);
+- interleaved pairs where the config says `rope_interleave` (DeepSeek-V3's GPT-J pairs;
+  transformers also moves the rotated features into rotate_half order, the same permutation for
+  q and k, which leaves every q.k product - and so attention - unchanged).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HFYarnParameters:
+    """What a YarnEmbedding needs from a transformers config (float64 throughout)."""
+
+    dim: int
+    base: float
+    scale: float
+    original_max_position_embeddings: int
+    max_position_embeddings: int
+    attention_factor: float
+    beta_fast: float
+    beta_slow: float
+    truncate: bool
+    interleaved: bool
+
+
+def _as_dict(config: object) -> Mapping[str, Any]:
+    if isinstance(config, Mapping):
+        return config
+    to_dict = getattr(config, "to_dict", None)
+    if callable(to_dict):  # a transformers PretrainedConfig
+        return to_dict()
+    raise TypeError(
+        "config must be a transformers PretrainedConfig or a dict (the contents of config.json), "
+        f"got {type(config).__name__}"
+    )
+
+
+def _number(where: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be finite, got {value!r}")
+    return float(value)
+
+
+def _integer(where: str, value: object) -> int:
+    number = _number(where, value)
+    if number != int(number) or number <= 0:
+        raise ValueError(f"{where} must be a positive integer, got {value!r}")
+    return int(number)
+
+
+def rope_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], str]:
+    """The rope block's key, contents and type ("default" where there is no block)."""
+    for key in ("rope_parameters", "rope_scaling"):
+        block = config.get(key)
+        if block is None:
+            continue
+        if not isinstance(block, Mapping):
+            raise TypeError(f"{key} must be a dict, got {type(block).__name__}")
+        kind = block.get("rope_type", block.get("type"))
+        if kind is None and isinstance(block.get("full_attention"), Mapping):
+            # parameters per layer type (transformers 5: Olmo 3, Gemma 3): the full-attention
+            # layers' are the YaRN ones; sliding-window layers keep plain RoPE
+            key, block = f"{key}.full_attention", block["full_attention"]
+            kind = block.get("rope_type", block.get("type"))
+        return key, block, "default" if kind is None else kind
+    return "rope_scaling", {}, "default"
+
+
+def _yarn_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """The YaRN block's key and contents, or a clear error."""
+    key, block, kind = rope_block(config)
+    if not block:
+        raise ValueError(
+            "the config has no rope_parameters or rope_scaling block: it does not use YaRN"
+        )
+    if kind != "yarn":
+        raise ValueError(f"{key}.rope_type is {kind!r}, not 'yarn': this config does not use YaRN")
+    return key, block
+
+
+def rope_base_and_dim(
+    config: Mapping[str, Any], key: str, block: Mapping[str, Any]
+) -> tuple[float, int]:
+    """RoPE theta and the rotary dim (see the module docstring)."""
+    theta = block.get("rope_theta")
+    where_theta = f"{key}.rope_theta"
+    if theta is None:
+        theta, where_theta = config.get("rope_theta"), "rope_theta"
+    if theta is None:
+        raise ValueError("the config has no rope_theta (nor rope_theta in its rope block)")
+    base = _number(where_theta, theta)
+    if config.get("qk_rope_head_dim") is not None:
+        return base, _integer("qk_rope_head_dim", config["qk_rope_head_dim"])
+    if config.get("head_dim") is not None:
+        head_dim = _integer("head_dim", config["head_dim"])
+    elif config.get("hidden_size") is not None and config.get("num_attention_heads") is not None:
+        head_dim = _integer("hidden_size", config["hidden_size"]) // _integer(
+            "num_attention_heads", config["num_attention_heads"]
+        )
+    else:
+        raise ValueError(
+            "the config gives neither head_dim nor hidden_size and num_attention_heads"
+        )
+    partial = block.get("partial_rotary_factor")
+    where_partial = f"{key}.partial_rotary_factor"
+    if partial is None:
+        partial, where_partial = config.get("partial_rotary_factor", 1.0), "partial_rotary_factor"
+    return base, int(head_dim * _number(where_partial, partial))
+
+
+def as_config_dict(config: object) -> Mapping[str, Any]:
+    """A PretrainedConfig's to_dict(), or the dict itself."""
+    return _as_dict(config)
+
+
+def _get_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def hf_yarn_parameters(config: object) -> HFYarnParameters:
+    """The YaRN parameters of a transformers config (see the module docstring for the rules)."""
+    cfg = _as_dict(config)
+    key, block = _yarn_block(cfg)
+
+    def get(name: str) -> object:
+        return block.get(name)
+
+    base, dim = rope_base_and_dim(cfg, key, block)
+
+    if get("original_max_position_embeddings") is None:
+        raise ValueError(f"{key}.original_max_position_embeddings is missing")
+    original = _integer(
+        f"{key}.original_max_position_embeddings", get("original_max_position_embeddings")
+    )
+    if cfg.get("max_position_embeddings") is None:
+        raise ValueError("the config has no max_position_embeddings")
+    max_positions = _integer("max_position_embeddings", cfg["max_position_embeddings"])
+
+    factor = get("factor")
+    scale = max_positions / original if factor is None else _number(f"{key}.factor", factor)
+
+    attention_factor = get("attention_factor")
+    if attention_factor is not None:
+        attention = _number(f"{key}.attention_factor", attention_factor)
+    else:
+        mscale, mscale_all_dim = get("mscale"), get("mscale_all_dim")
+        if mscale is not None:
+            mscale = _number(f"{key}.mscale", mscale)
+        if mscale_all_dim is not None:
+            mscale_all_dim = _number(f"{key}.mscale_all_dim", mscale_all_dim)
+        if mscale and mscale_all_dim:
+            attention = _get_mscale(scale, mscale) / _get_mscale(scale, mscale_all_dim)
+        else:
+            attention = _get_mscale(scale)
+
+    # transformers: `get("beta_fast") or 32` - a zero or missing beta takes the default
+    beta_fast = get("beta_fast")
+    beta_slow = get("beta_slow")
+    beta_fast = _number(f"{key}.beta_fast", beta_fast) if beta_fast is not None else 0.0
+    beta_slow = _number(f"{key}.beta_slow", beta_slow) if beta_slow is not None else 0.0
+
+    truncate = get("truncate")
+    if truncate is None:
+        truncate = True
+    if not isinstance(truncate, bool):
+        raise TypeError(f"{key}.truncate must be true or false, got {truncate!r}")
+    interleaved = cfg.get("rope_interleave", False)
+    if not isinstance(interleaved, bool):
+        raise TypeError(f"rope_interleave must be true or false, got {interleaved!r}")
+
+    return HFYarnParameters(
+        dim=dim,
+        base=base,
+        scale=scale,
+        original_max_position_embeddings=original,
+        max_position_embeddings=max_positions,
+        attention_factor=attention,
+        beta_fast=beta_fast or 32.0,
+        beta_slow=beta_slow or 1.0,
+        truncate=truncate,
+        interleaved=interleaved,
+    )
