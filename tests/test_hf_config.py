@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -158,6 +159,25 @@ def _configs():
                 "rope_scaling": {**QWEN3, "original_max_position_embeddings": 8192, "mscale": 0.7},
             },
         ),
+        "no original: max_position_embeddings": (
+            LlamaConfig,
+            {
+                **small,
+                "max_position_embeddings": 8192,
+                "rope_theta": 1e4,
+                "rope_scaling": {"rope_type": "yarn", "factor": 4.0},
+            },
+        ),
+        "top-level original wins": (
+            LlamaConfig,
+            {
+                **small,
+                "max_position_embeddings": 32768,
+                "original_max_position_embeddings": 4096,
+                "rope_theta": 1e4,
+                "rope_scaling": QWEN3,
+            },
+        ),
     }
 
 
@@ -195,9 +215,32 @@ def test_matches_transformers(name: str, form: str) -> None:
 
 def test_deepseek_layout_and_rotary_dim() -> None:
     cls, kwargs = configs()["DeepSeek-V3"]
-    params = hf_yarn_parameters(cls(**kwargs))
-    assert params.dim == 64 and params.interleaved  # DeepSeek-V3 rotates GPT-J pairs
-    assert params.scale == 40.0 and params.attention_factor == 1.0
+    # DeepSeek-V3 rotates GPT-J pairs: rope_interleave defaults to true in its config class,
+    # and a config.json without the key means the same
+    for config in (cls(**kwargs), {**config_json("DeepSeek-V3"), "model_type": "deepseek_v3"}):
+        params = hf_yarn_parameters(config)
+        assert params.dim == 64 and params.interleaved
+        assert params.scale == 40.0 and params.attention_factor == 1.0
+    plain = {**config_json("DeepSeek-V3"), "model_type": "deepseek_v3", "rope_interleave": False}
+    assert not hf_yarn_parameters(plain).interleaved
+    assert not hf_yarn_parameters(config_json("Qwen3")).interleaved
+
+
+def test_rope_scaling_wins_and_numpy_numbers_are_numbers() -> None:
+    # a transformers 5 config.json (rope_parameters: plain RoPE) with a YaRN rope_scaling added,
+    # as model cards say to do: transformers runs YaRN, and so does yarn_ext
+    config = {
+        **config_json("Qwen3"),
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+    }
+    assert hf_yarn_parameters(config).scale == 4.0
+    numpy_config = config_json("Qwen3")
+    numpy_config["rope_scaling"] = {
+        **QWEN3,
+        "factor": np.float32(4.0),
+        "original_max_position_embeddings": np.int64(32768),
+    }
+    assert hf_yarn_parameters(numpy_config) == hf_yarn_parameters(config_json("Qwen3"))
 
 
 @pytest.mark.parametrize(
@@ -208,9 +251,9 @@ def test_deepseek_layout_and_rotary_dim() -> None:
         ({"rope_scaling": {**QWEN3, "beta_fast": True}}, TypeError, "rope_scaling.beta_fast"),
         ({"rope_scaling": {**QWEN3, "truncate": "no"}}, TypeError, "rope_scaling.truncate"),
         (
-            {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+            {"rope_scaling": {**QWEN3, "original_max_position_embeddings": 0.5}},
             ValueError,
-            "original_max_position_embeddings",
+            "rope_scaling.original_max_position_embeddings",
         ),
         ({"rope_scaling": None}, ValueError, "rope_scaling"),
         ({"rope_theta": "1e6"}, TypeError, "rope_theta"),

@@ -123,3 +123,29 @@ def test_unsupported_rope_type_and_model_raise() -> None:
     assert not is_switched(model)
     with pytest.raises(ValueError, match="no rotary embedding"):
         use_yarn_ext(torch.nn.Linear(2, 2))
+
+
+def test_copies_and_replaced_functions_keep_working() -> None:
+    import copy
+    import importlib
+    import pickle
+
+    model = build("qwen2", YARN)
+    ids = tokens(12)
+    with torch.no_grad():
+        want = model(ids).logits
+        use_yarn_ext(model)
+        switched = model(ids).logits
+        twin = copy.deepcopy(model)
+        pickled = pickle.loads(pickle.dumps(model))
+        restore(model)
+        assert torch.equal(model(ids).logits, want)
+        # the copies are still switched, and give the switched model's logits
+        assert is_switched(twin) and torch.equal(twin(ids).logits, switched)
+        assert is_switched(pickled) and torch.equal(pickled(ids).logits, switched)
+        # another library replacing apply_rotary_pos_emb after the switch: still yarn_ext's
+        modeling = importlib.import_module("transformers.models.qwen2.modeling_qwen2")
+        modeling.apply_rotary_pos_emb = modeling.apply_rotary_pos_emb.__wrapped__
+        assert torch.equal(twin(ids).logits, switched)
+        restore(twin)
+        assert torch.equal(twin(ids).logits, want)

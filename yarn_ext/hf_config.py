@@ -11,7 +11,8 @@ them, so that a model's YarnEmbedding has transformers' frequencies and attentio
 - beta_fast, beta_slow: given and non-zero, else 32 and 1; truncate: default true;
 - rotary dim: `qk_rope_head_dim` (DeepSeek's rotary part of the head), else head_dim (or
   hidden_size // num_attention_heads) times `partial_rotary_factor` (default 1);
-- interleaved pairs where the config says `rope_interleave` (DeepSeek-V3's GPT-J pairs;
+- interleaved pairs where the config says `rope_interleave`, or by default for the DeepSeek
+  family (INTERLEAVED_MODEL_TYPES) (GPT-J pairs;
   transformers also moves the rotated features into rotate_half order, the same permutation for
   q and k, which leaves every q.k product - and so attention - unchanged).
 """
@@ -19,9 +20,17 @@ them, so that a model's YarnEmbedding has transformers' frequencies and attentio
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+# Models whose rotation pairs features (2i, 2i+1) where config.json does not say otherwise:
+# DeepSeek-V2 and LongCat-Flash always do; DeepSeek-V3 and its relatives' rope_interleave
+# defaults to true.
+INTERLEAVED_MODEL_TYPES = frozenset(
+    {"deepseek_v2", "deepseek_v3", "kimi_k2", "longcat_flash", "glm4_moe_lite"}
+)
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,19 @@ class HFYarnParameters:
 
 def _as_dict(config: object) -> Mapping[str, Any]:
     if isinstance(config, Mapping):
+        text = config.get("text_config")
+        if isinstance(text, Mapping) and not _has_rope(config):  # a composite model (Llava...)
+            return text
         return config
+    get_text_config = getattr(config, "get_text_config", None)
+    if callable(get_text_config):  # a composite model's language model
+        config = get_text_config()
     to_dict = getattr(config, "to_dict", None)
     if callable(to_dict):  # a transformers PretrainedConfig
-        return to_dict()
+        values = dict(to_dict())
+        # where config.json gives no rope_theta, transformers takes the class's default_theta
+        values.setdefault("default_theta", getattr(config, "default_theta", None))
+        return values
     raise TypeError(
         "config must be a transformers PretrainedConfig or a dict (the contents of config.json), "
         f"got {type(config).__name__}"
@@ -53,7 +71,7 @@ def _as_dict(config: object) -> Mapping[str, Any]:
 
 
 def _number(where: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
         raise TypeError(f"{where} must be a number, got {type(value).__name__} ({value!r})")
     if not math.isfinite(value):
         raise ValueError(f"{where} must be finite, got {value!r}")
@@ -67,22 +85,35 @@ def _integer(where: str, value: object) -> int:
     return int(number)
 
 
+def _has_rope(config: Mapping[str, Any]) -> bool:
+    return bool(
+        config.get("rope_scaling") or config.get("rope_parameters") or "rope_theta" in config
+    )
+
+
 def rope_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], str]:
-    """The rope block's key, contents and type ("default" where there is no block)."""
-    for key in ("rope_parameters", "rope_scaling"):
+    """The rope block's key, contents and type ("default" where there is none). As in
+    transformers, a non-empty rope_scaling wins over rope_parameters; parameters per layer type
+    (transformers 5: {"full_attention": {...}, "sliding_attention": {...}}) give their YaRN
+    block, the full-attention layers' where there are several."""
+    for key in ("rope_scaling", "rope_parameters"):
         block = config.get(key)
-        if block is None:
+        if not block:
             continue
         if not isinstance(block, Mapping):
             raise TypeError(f"{key} must be a dict, got {type(block).__name__}")
         kind = block.get("rope_type", block.get("type"))
-        if kind is None and isinstance(block.get("full_attention"), Mapping):
-            # parameters per layer type (transformers 5: Olmo 3, Gemma 3): the full-attention
-            # layers' are the YaRN ones; sliding-window layers keep plain RoPE
-            key, block = f"{key}.full_attention", block["full_attention"]
+        nested = {k: v for k, v in block.items() if isinstance(v, Mapping)}
+        if kind is None and nested:
+            labels = sorted(nested, key=lambda label: label != "full_attention")
+            label = next(
+                (k for k in labels if nested[k].get("rope_type", nested[k].get("type")) == "yarn"),
+                labels[0],
+            )
+            key, block = f"{key}.{label}", nested[label]
             kind = block.get("rope_type", block.get("type"))
         return key, block, "default" if kind is None else kind
-    return "rope_scaling", {}, "default"
+    return "rope_parameters", {}, "default"
 
 
 def _yarn_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
@@ -105,8 +136,8 @@ def rope_base_and_dim(
     where_theta = f"{key}.rope_theta"
     if theta is None:
         theta, where_theta = config.get("rope_theta"), "rope_theta"
-    if theta is None:
-        raise ValueError("the config has no rope_theta (nor rope_theta in its rope block)")
+    if theta is None:  # transformers: the config class's default_theta, 10000 for most
+        theta, where_theta = config.get("default_theta") or 10000.0, "default_theta"
     base = _number(where_theta, theta)
     if config.get("qk_rope_head_dim") is not None:
         return base, _integer("qk_rope_head_dim", config["qk_rope_head_dim"])
@@ -146,14 +177,21 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
 
     base, dim = rope_base_and_dim(cfg, key, block)
 
-    if get("original_max_position_embeddings") is None:
-        raise ValueError(f"{key}.original_max_position_embeddings is missing")
-    original = _integer(
-        f"{key}.original_max_position_embeddings", get("original_max_position_embeddings")
-    )
     if cfg.get("max_position_embeddings") is None:
         raise ValueError("the config has no max_position_embeddings")
     max_positions = _integer("max_position_embeddings", cfg["max_position_embeddings"])
+    # transformers: a top-level original_max_position_embeddings wins (Phi-3's layout), then the
+    # block's, then max_position_embeddings
+    if cfg.get("original_max_position_embeddings") is not None:
+        original = _integer(
+            "original_max_position_embeddings", cfg["original_max_position_embeddings"]
+        )
+    elif get("original_max_position_embeddings") is not None:
+        original = _integer(
+            f"{key}.original_max_position_embeddings", get("original_max_position_embeddings")
+        )
+    else:
+        original = max_positions
 
     factor = get("factor")
     scale = max_positions / original if factor is None else _number(f"{key}.factor", factor)
@@ -178,12 +216,17 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
     beta_fast = _number(f"{key}.beta_fast", beta_fast) if beta_fast is not None else 0.0
     beta_slow = _number(f"{key}.beta_slow", beta_slow) if beta_slow is not None else 0.0
 
-    truncate = get("truncate")
+    # transformers reads truncate from the top-level rope dict, also where the YaRN block is one
+    # of several per layer type
+    top_key = key.split(".")[0]
+    truncate = cfg[top_key].get("truncate") if top_key in cfg else None
     if truncate is None:
         truncate = True
     if not isinstance(truncate, bool):
-        raise TypeError(f"{key}.truncate must be true or false, got {truncate!r}")
-    interleaved = cfg.get("rope_interleave", False)
+        raise TypeError(f"{top_key}.truncate must be true or false, got {truncate!r}")
+    interleaved = cfg.get("rope_interleave")
+    if interleaved is None:
+        interleaved = cfg.get("model_type") in INTERLEAVED_MODEL_TYPES
     if not isinstance(interleaved, bool):
         raise TypeError(f"rope_interleave must be true or false, got {interleaved!r}")
 

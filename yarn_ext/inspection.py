@@ -9,7 +9,12 @@ from pathlib import Path
 
 import torch
 
-from yarn_ext.helpers import find_correction_dim, find_correction_range, yarn_inv_freq
+from yarn_ext.helpers import (
+    find_correction_dim,
+    find_correction_range,
+    linear_ramp_mask,
+    yarn_inv_freq,
+)
 from yarn_ext.hf_config import HFYarnParameters, hf_yarn_parameters
 
 CHART_ROWS = 4  # height of the text chart of the ramp
@@ -29,14 +34,22 @@ def yarn_frequencies(p: HFYarnParameters) -> torch.Tensor:
     )
 
 
+def correction_range(p: HFYarnParameters) -> tuple[float, float]:
+    return find_correction_range(
+        p.beta_fast,
+        p.beta_slow,
+        p.dim,
+        p.base,
+        p.original_max_position_embeddings,
+        truncate=p.truncate,
+    )
+
+
 def _extrapolation_mask(p: HFYarnParameters) -> torch.Tensor:
-    """m_i: 1 where frequency i keeps its original value, 0 where it is divided by the scale."""
-    extrapolated = yarn_inv_freq(p.dim, p.base, 1.0, p.original_max_position_embeddings)
-    yarn = yarn_frequencies(p)
-    if p.scale == 1:
-        return torch.ones_like(yarn)
-    # yarn = extrapolated * (m + (1 - m) / s)  =>  m = (yarn / extrapolated - 1 / s) / (1 - 1 / s)
-    return ((yarn / extrapolated - 1 / p.scale) / (1 - 1 / p.scale)).clamp(0, 1)
+    """m_i: 1 where frequency i keeps its original value, 0 where it is divided by the scale -
+    one minus the linear ramp over the correction range, as the frequencies are blended."""
+    low, high = correction_range(p)
+    return 1 - linear_ramp_mask(low, high, p.dim // 2).double()
 
 
 def ramp_chart(mask: torch.Tensor) -> list[str]:
@@ -55,14 +68,7 @@ def ramp_chart(mask: torch.Tensor) -> list[str]:
 
 def describe(config: dict, source: str) -> list[str]:
     p = hf_yarn_parameters(config)
-    low, high = find_correction_range(
-        p.beta_fast,
-        p.beta_slow,
-        p.dim,
-        p.base,
-        p.original_max_position_embeddings,
-        truncate=p.truncate,
-    )
+    low, high = correction_range(p)
     low_exact = find_correction_dim(p.beta_fast, p.dim, p.base, p.original_max_position_embeddings)
     high_exact = find_correction_dim(p.beta_slow, p.dim, p.base, p.original_max_position_embeddings)
     mask = _extrapolation_mask(p)

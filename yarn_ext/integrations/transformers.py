@@ -8,20 +8,24 @@
 
 How: in these models the rotary module (model.model.rotary_emb) computes (cos, sin) once per
 forward, and every attention layer calls its modeling module's apply_rotary_pos_emb(q, k, cos,
-sin). The switch makes the rotary module return (position_ids, the YarnEmbedding) instead, and
-wraps apply_rotary_pos_emb so that, given that pair, it rotates q and k with yarn_ext's
-differentiable operator - float64 angles, no cos/sin tensors - and otherwise calls transformers'
-function unchanged (so models that are not switched are not affected).
+sin). The switch adds a forward hook to the rotary module that returns (position_ids, the
+YarnEmbedding) instead, and wraps apply_rotary_pos_emb - once, for good - so that, given that
+pair, it rotates q and k with yarn_ext's differentiable operator (float64 angles, no cos/sin
+tensors); any other call goes to the function it wrapped, so models that are not switched are
+not affected. A switched model survives copy.deepcopy, pickling and .to(); where its layers sit
+on several devices, the embedding follows q to each.
 
-The YarnEmbedding comes from the model's config: YaRN (rope_type "yarn") through
-YarnEmbedding.from_hf_config, plain RoPE (rope_type "default") as a YarnEmbedding at scale 1.
-Other rope types (linear, dynamic, llama3, longrope) raise.
+The YarnEmbedding comes from the rotary module's config (a composite model's text config):
+YaRN (rope_type "yarn") through YarnEmbedding.from_hf_config, plain RoPE (rope_type
+"default") at scale 1 with transformers' own rotary dim. Other rope types (linear, dynamic,
+llama3, longrope) raise.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
-import types
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -39,91 +43,127 @@ MODELING_MODULES = {
     "qwen3": "transformers.models.qwen3.modeling_qwen3",
 }
 _ATTRIBUTE = "_yarn_ext_rope"  # the YarnEmbedding, registered on the rotary module
-_originals: dict[str, Callable[..., Any]] = {}  # modeling module -> its apply_rotary_pos_emb
-_switched: dict[str, int] = {}  # modeling module -> switched rotary modules
+_HOOK = "_yarn_ext_hook"  # the id of the forward hook, on the rotary module
+_lock = threading.Lock()
 
 
-def _rope_for(config: object, device: torch.device) -> YarnEmbedding:
+def _rope_for(module: nn.Module, config: object) -> YarnEmbedding:
     cfg = as_config_dict(config)
     key, block, kind = rope_block(cfg)
+    device = module.inv_freq.device
     if kind == "yarn":
-        return YarnEmbedding.from_hf_config(config, device=device)
-    if kind == "default":
-        base, dim = rope_base_and_dim(cfg, key, block)
-        return YarnEmbedding(dim, cfg["max_position_embeddings"], base, device=device)
-    raise ValueError(f"{key}.rope_type is {kind!r}: yarn_ext runs 'yarn' and 'default' RoPE")
+        rope = YarnEmbedding.from_hf_config(config, device=device)
+    elif kind == "default":
+        base, _ = rope_base_and_dim(cfg, key, block)
+        rope = YarnEmbedding(
+            2 * module.inv_freq.numel(), cfg["max_position_embeddings"], base, device=device
+        )
+    else:
+        raise ValueError(f"{key}.rope_type is {kind!r}: yarn_ext runs 'yarn' and 'default' RoPE")
+    if rope.dim != 2 * module.inv_freq.numel():
+        raise ValueError(
+            f"the config gives a rotary dim of {rope.dim}, the model rotates "
+            f"{2 * module.inv_freq.numel()} features"
+        )
+    return rope
 
 
-def _apply_rotary_pos_emb(original: Callable[..., Any]) -> Callable[..., Any]:
+def _on_device(rope: YarnEmbedding, device: torch.device) -> YarnEmbedding:
+    """The embedding on q's device: a model split over devices has layers on several."""
+    if rope.inv_freq.device == device:
+        return rope
+    copies = rope.__dict__.setdefault("_yarn_ext_copies", {})
+    if device not in copies:
+        copies[device] = copy.deepcopy(rope).to(device)
+    return copies[device]
+
+
+def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
     def apply_rotary_pos_emb(
         q: Tensor, k: Tensor, cos: Any, sin: Any, *args: Any, **kwargs: Any
     ) -> tuple[Tensor, Tensor]:
         if not isinstance(sin, YarnEmbedding):  # a model that is not switched
             return original(q, k, cos, sin, *args, **kwargs)
+        rope = _on_device(sin, q.device)
         # q, k: [batch, heads, seq, head_dim]; position_ids [batch, seq] -> [batch, 1, seq]
-        positions = cos[:, None, :]
-        return sin(q, positions=positions), sin(k, positions=positions)
+        positions = cos.to(q.device)[:, None, :]
+        return rope(q, positions=positions), rope(k, positions=positions)
 
     apply_rotary_pos_emb.__wrapped__ = original  # type: ignore[attr-defined]
+    apply_rotary_pos_emb._yarn_ext = True  # type: ignore[attr-defined]
     return apply_rotary_pos_emb
 
 
-def _rotary_forward(self: nn.Module, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Any]:
+def _install_wrapper(modeling_name: str) -> None:
+    """Wraps the modeling module's apply_rotary_pos_emb unless it is wrapped already (also after
+    another library replaced it: then that library's function is the one wrapped)."""
+    modeling = importlib.import_module(modeling_name)
+    if not getattr(modeling.apply_rotary_pos_emb, "_yarn_ext", False):
+        with _lock:
+            if not getattr(modeling.apply_rotary_pos_emb, "_yarn_ext", False):
+                modeling.apply_rotary_pos_emb = _wrap(modeling.apply_rotary_pos_emb)
+
+
+def _rotary_hook(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> tuple[Tensor, YarnEmbedding]:
     # (position_ids, the YarnEmbedding) in place of (cos, sin): see the module docstring
-    return position_ids, getattr(self, _ATTRIBUTE)
+    _install_wrapper(type(module).__module__)
+    position_ids = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
+    return position_ids, getattr(module, _ATTRIBUTE)
 
 
-def _rotary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(modeling module name, rotary module) of every supported rotary embedding in model."""
-    found = []
-    for module in model.modules():
-        name = type(module).__module__
-        if name in MODELING_MODULES.values() and type(module).__name__.endswith("RotaryEmbedding"):
-            found.append((name, module))
-    return found
+def _rotary_modules(model: nn.Module) -> list[nn.Module]:
+    """Every supported rotary embedding in model."""
+    return [
+        module
+        for module in model.modules()
+        if type(module).__module__ in MODELING_MODULES.values()
+        and type(module).__name__.endswith("RotaryEmbedding")
+    ]
 
 
 def use_yarn_ext(model: nn.Module) -> nn.Module:
-    """Switches `model` (a transformers Llama, Qwen2 or Qwen3 model, with or without its LM head)
-    to yarn_ext's kernels, in place, and returns it. Idempotent; `restore` undoes it."""
+    """Switches `model` (a transformers Llama, Qwen2 or Qwen3 model, with or without its LM head,
+    or a composite model around one) to yarn_ext's kernels, in place, and returns it.
+    Idempotent; `restore` undoes it."""
     rotary = _rotary_modules(model)
     if not rotary:
         raise ValueError(
             f"{type(model).__name__} has no rotary embedding of a supported architecture "
             f"({', '.join(MODELING_MODULES)})"
         )
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError(f"{type(model).__name__} has no config")
-    for module_name, module in rotary:
-        if hasattr(module, _ATTRIBUTE):
-            continue
-        device = next((b.device for b in module.buffers()), torch.device("cpu"))
-        module.add_module(_ATTRIBUTE, _rope_for(config, device))
-        module.forward = types.MethodType(_rotary_forward, module)
-        modeling = importlib.import_module(module_name)
-        if module_name not in _originals:
-            _originals[module_name] = modeling.apply_rotary_pos_emb
-            modeling.apply_rotary_pos_emb = _apply_rotary_pos_emb(_originals[module_name])
-        _switched[module_name] = _switched.get(module_name, 0) + 1
+    todo = [module for module in rotary if not hasattr(module, _ATTRIBUTE)]
+    ropes = []
+    for module in todo:  # every embedding first: a failure leaves the model unchanged
+        config = getattr(module, "config", None)
+        if config is None:
+            config = getattr(model, "config", None)
+        if config is None:
+            raise ValueError(f"{type(module).__name__} has no config")
+        ropes.append(_rope_for(module, config))
+    for module, rope in zip(todo, ropes, strict=True):
+        _install_wrapper(type(module).__module__)
+        module.add_module(_ATTRIBUTE, rope)
+        handle = module.register_forward_hook(_rotary_hook, with_kwargs=True)
+        setattr(module, _HOOK, handle.id)
     return model
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Undoes `use_yarn_ext`: the model runs transformers' own rotary code again. transformers'
-    apply_rotary_pos_emb is put back once no switched model of that architecture is left."""
-    for module_name, module in _rotary_modules(model):
+    """Undoes `use_yarn_ext`: the model runs transformers' own rotary code again (the wrapped
+    apply_rotary_pos_emb stays, passing every call of an unswitched model through)."""
+    for module in _rotary_modules(model):
         if not hasattr(module, _ATTRIBUTE):
             continue
+        hook_id = getattr(module, _HOOK)
+        module._forward_hooks.pop(hook_id, None)
+        module._forward_hooks_with_kwargs.pop(hook_id, None)
+        delattr(module, _HOOK)
         delattr(module, _ATTRIBUTE)
-        del module.forward  # the class's forward again
-        _switched[module_name] -= 1
-        if _switched[module_name] == 0:
-            importlib.import_module(module_name).apply_rotary_pos_emb = _originals.pop(module_name)
-            del _switched[module_name]
     return model
 
 
 def is_switched(model: nn.Module) -> bool:
     """Whether `model`'s rotary embedding runs on yarn_ext's kernels."""
-    return any(hasattr(module, _ATTRIBUTE) for _, module in _rotary_modules(model))
+    return any(hasattr(module, _ATTRIBUTE) for module in _rotary_modules(model))

@@ -1,0 +1,118 @@
+"""Property-based tests (hypothesis): random shapes, head counts, layouts (contiguous, transposed,
+slices of a fused qkv, a strided last dimension), broadcast positions of both integer dtypes
+anywhere in +-2^48 (inside, before and far past the cache), dtypes, both pair styles and partial
+rotary - against the float64 reference, out of place and in place.
+
+Examples per test: the "ci" profile (default) runs 500, "slow" 5000
+(HYPOTHESIS_PROFILE=slow python -m pytest tests/test_properties.py)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import yarn_ext
+from yarn_ext import ops, reference
+
+from .support import FLOAT_DTYPES, assert_matches_reference
+
+settings.register_profile(
+    "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "slow", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+CACHED = 64  # a short cache, so that many positions are computed on the fly
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    half = draw(st.integers(1, 40))
+    base = draw(st.sampled_from([1e4, 5e5, 1e6]))
+    scale = draw(st.sampled_from([1.0, 4.0, 32.0]))
+    inv_freq = yarn_ext.yarn_inv_freq(2 * half, base, scale, 256)
+    mscale = yarn_ext.get_mscale(scale)
+    return inv_freq, ops.build_cos_sin_cache(inv_freq, CACHED, mscale), mscale, 2 * half
+
+
+def positions_for(draw: st.DrawFn, shape: tuple[int, ...]) -> torch.Tensor:
+    """int64 or int32 positions broadcasting to `shape` (some dims kept, the others 1)."""
+    dtype = draw(st.sampled_from([torch.int64, torch.int32]))
+    limit = 2**31 - 1 if dtype == torch.int32 else 2**48
+    kept = [draw(st.booleans()) for _ in shape]
+    pshape = tuple(n if keep else 1 for n, keep in zip(shape, kept, strict=True))
+    count = 1
+    for n in pshape:
+        count *= n
+    value = st.one_of(
+        st.integers(0, CACHED - 1), st.integers(-limit, -1), st.integers(CACHED, limit)
+    )
+    values = draw(st.lists(value, min_size=count, max_size=count))
+    return torch.tensor(values, dtype=dtype).reshape(pshape)
+
+
+@st.composite
+def layouts(draw: st.DrawFn, head_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """x [B, S, H, head_size] in one of the layouts kernels see."""
+    b, s, h = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**16))
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
+
+    kind = draw(st.sampled_from(["contiguous", "transposed", "fused", "strided", "offset"]))
+    if kind == "contiguous":
+        return randn(b, s, h, head_size)
+    if kind == "transposed":  # [B, H, S, D] storage seen as [B, S, H, D]
+        return randn(b, h, s, head_size).transpose(1, 2)
+    if kind == "fused":  # the q part of a fused qkv
+        return randn(b, s, 3 * h, head_size)[:, :, h : 2 * h]
+    if kind == "strided":  # a last dimension with stride 2
+        return randn(b, s, h, 2 * head_size)[..., ::2]
+    return randn(b * s * h * head_size + 1)[1:].reshape(b, s, h, head_size)  # unaligned start
+
+
+@given(data=st.data())
+def test_rotate_matches_reference(data: st.DataObject) -> None:
+    inv_freq, cache, mscale, dim = data.draw(tables())
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES))
+    head_size = dim + data.draw(st.integers(0, 6))
+    x = data.draw(layouts(head_size, dtype))
+    positions = positions_for(data.draw, tuple(x.shape[:-1]))
+    interleaved = data.draw(st.booleans())
+    out = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
+    want = reference.rotate(x, inv_freq, mscale, positions, interleaved)
+    assert_matches_reference(out, want, x, mscale)
+    assert torch.equal(out[..., dim:], x[..., dim:])  # partial rotary: the rest passes through
+
+
+@given(data=st.data())
+def test_rotate_inplace_matches_reference(data: st.DataObject) -> None:
+    inv_freq, cache, mscale, dim = data.draw(tables())
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES))
+    head_size = dim + data.draw(st.integers(0, 6))
+    tokens, hq, hk = (
+        data.draw(st.integers(1, 12)),
+        data.draw(st.integers(1, 6)),
+        data.draw(st.integers(1, 3)),
+    )
+    seed = data.draw(st.integers(0, 2**16))
+    generator = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(tokens, hq + 2 * hk, head_size, generator=generator, dtype=torch.float64)
+    qkv = qkv.to(dtype)
+    original = qkv.clone()
+    q, k = qkv[:, :hq], qkv[:, hq : hq + hk]
+    positions = positions_for(data.draw, (tokens, 1))
+    interleaved = data.draw(st.booleans())
+    want_q = reference.rotate(original[:, :hq], inv_freq, mscale, positions, interleaved)
+    want_k = reference.rotate(original[:, hq : hq + hk], inv_freq, mscale, positions, interleaved)
+    ops.rotate_inplace(q, k, cache, inv_freq, mscale, positions, interleaved)
+    assert_matches_reference(q, want_q, original[:, :hq], mscale)
+    assert_matches_reference(k, want_k, original[:, hq : hq + hk], mscale)
+    assert torch.equal(qkv[:, hq + hk :], original[:, hq + hk :])  # v untouched
