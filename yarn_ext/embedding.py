@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import NamedTuple, SupportsFloat, SupportsIndex
 
@@ -13,6 +14,10 @@ from yarn_ext import _C, ops
 from yarn_ext._checks import as_float, as_int, positive_float, positive_int
 from yarn_ext.helpers import yarn_inv_freq
 from yarn_ext.hf_config import hf_yarn_parameters
+
+# Growth is serialised (rare, and a smaller growth must not commit over a larger one); one lock
+# for every module keeps modules copyable and picklable.
+_GROWTH = threading.RLock()
 
 
 class _Tables(NamedTuple):
@@ -59,6 +64,7 @@ class YarnEmbedding(nn.Module):
     scale: float
     mscale: float
     max_seq_len_cached: int
+    _current: _Tables  # inv_freq, cos_sin_cache, scale, mscale: the state a call reads
 
     def __init__(
         self,
@@ -180,6 +186,9 @@ class YarnEmbedding(nn.Module):
         self.register_buffer("cos_sin_cache", tables.cos_sin_cache, persistent=False)
         self.scale = tables.scale
         self.mscale = tables.mscale
+        # One attribute holds the whole state, for the calls (one assignment: atomic); it is
+        # also cheaper to read than the buffers through nn.Module.__getattr__.
+        self._current = tables
         self.max_seq_len_cached = int(tables.cos_sin_cache.shape[0])
 
     def _needed_length(
@@ -215,8 +224,8 @@ class YarnEmbedding(nn.Module):
         needed = self._needed_length(seq_len, positions, x)
         if needed is not None and needed > self.max_seq_len_cached:
             return self._forward_growing(needed, x, positions)
-        cache, inv_freq = self._tables()
-        return ops.rotate(x, cache, inv_freq, self.mscale, positions, self.interleaved)
+        t = self._current
+        return ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
 
     def rotate_(
         self,
@@ -234,33 +243,46 @@ class YarnEmbedding(nn.Module):
         if needed is not None and needed > self.max_seq_len_cached:
             self._rotate_growing(needed, q, k, positions)
         else:
-            cache, inv_freq = self._tables()
-            ops.rotate_inplace(q, k, cache, inv_freq, self.mscale, positions, self.interleaved)
+            t = self._current
+            ops.rotate_inplace(
+                q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved
+            )
         return q, k
-
-    def _tables(self) -> tuple[Tensor, Tensor]:
-        # The buffers straight from _buffers: nn.Module.__getattr__ costs about a microsecond
-        # per lookup, a sixth of a decode call.
-        return self._buffers["cos_sin_cache"], self._buffers["inv_freq"]  # type: ignore[return-value]
 
     # Growth runs eagerly: under torch.compile it is a graph break, and the usual path (positions
     # given, or a cache long enough) stays in the graph. The new tables are committed only once
-    # the kernel succeeded, so a call that raises leaves the module as it was.
+    # the kernel succeeded, so a call that raises leaves the module as it was. Calls from several
+    # threads: growth holds _GROWTH (a thread that finds the cache grown meanwhile uses it), and
+    # every call reads the tables once, from _current, so it sees one state or the next, never a
+    # mix.
+
+    def _tables_for(self, needed: int) -> tuple[_Tables, bool]:
+        """Under _GROWTH: the tables a call needing `needed` positions uses, and whether they are
+        new (to be committed after the call's kernel)."""
+        if needed <= self.max_seq_len_cached:
+            return self._current, False
+        return self._grown_tables(needed), True
 
     @torch.compiler.disable
     def _forward_growing(self, needed: int, x: Tensor, positions: Tensor | None) -> Tensor:
-        t = self._grown_tables(int(needed))
-        out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
-        self._commit(t)
+        with _GROWTH:
+            t, new = self._tables_for(int(needed))
+            out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+            if new:
+                self._commit(t)
         return out
 
     @torch.compiler.disable
     def _rotate_growing(
         self, needed: int, q: Tensor, k: Tensor | None, positions: Tensor | None
     ) -> None:
-        t = self._grown_tables(int(needed))
-        ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
-        self._commit(t)
+        with _GROWTH:
+            t, new = self._tables_for(int(needed))
+            ops.rotate_inplace(
+                q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved
+            )
+            if new:
+                self._commit(t)
 
     def cos_sin(
         self,
@@ -275,9 +297,17 @@ class YarnEmbedding(nn.Module):
         seq_len = positive_int("seq_len", seq_len)
         # Built from the (possibly grown) tables and committed last: a call that raises (say a
         # bad dtype or device) changes nothing.
+        with _GROWTH:
+            return self._cos_sin(seq_len, dtype, device)
+
+    def _cos_sin(
+        self, seq_len: int, dtype: torch.dtype | None, device: torch.device | str | None
+    ) -> tuple[Tensor, Tensor]:
         grown = self._grown_tables(seq_len) if seq_len > self.max_seq_len_cached else None
         half = self.dim // 2
-        table = (grown.cos_sin_cache if grown is not None else self.cos_sin_cache)[:seq_len]
+        table = (grown.cos_sin_cache if grown is not None else self._current.cos_sin_cache)[
+            :seq_len
+        ]
         cos, sin = table[:, :half], table[:, half:]
         if self.interleaved:
             cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
@@ -302,6 +332,9 @@ class YarnEmbedding(nn.Module):
             new = self._buffers.get(name)
             if old is not None and new is not None and new.dtype != old.dtype:
                 self._buffers[name] = old.to(device=new.device)
+        self._current = _Tables(
+            self._buffers["inv_freq"], self._buffers["cos_sin_cache"], self.scale, self.mscale
+        )
         return self
 
     def extra_repr(self) -> str:
