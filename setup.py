@@ -13,6 +13,9 @@ found - a GPU on the build machine is not needed. Environment switches:
     TORCH_CUDA_ARCH_LIST    target architectures (default: the list in CMakeLists.txt)
     CUDA_HOME / CUDA_PATH   the toolkit (else /usr/local/cuda, else torch's guess)
     YARN_EXT_DEBUG=1        -O0 -g
+    YARN_EXT_SANITIZE=address,undefined
+                            instrument libyarn_ext and _C with these sanitizers (for testing:
+                            .ci/sanitizers.sh runs the tests against such a build)
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+# Sanitizers for the host code of both libraries (empty: none); see .ci/sanitizers.sh.
+SANITIZE = os.environ.get("YARN_EXT_SANITIZE", "")
 
 
 def find_cuda_home() -> str | None:
@@ -121,6 +126,8 @@ def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
         configure += ["-G", "Ninja"]
     if cuda:
         configure.append(f"-DCUDA_TOOLKIT_ROOT_DIR={cpp_extension.CUDA_HOME}")
+    if SANITIZE:
+        configure.append(f"-DYARN_EXT_SANITIZE={SANITIZE}")
     subprocess.check_call(configure)
     jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
     subprocess.check_call([cmake, "--build", str(build_dir), "--parallel", jobs])
@@ -150,13 +157,20 @@ def extension() -> cpp_extension.CppExtension:
     """yarn_ext._C: the pybind11 bindings and test hooks, linked to libyarn_ext, which it finds
     next to itself (yarn_ext/lib) through its RPATH."""
     debug = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
+    compile_args = ["-O0", "-g"] if debug else ["-O3"]
+    link_args = ["-Wl,-rpath,$ORIGIN/lib"]
+    if SANITIZE:
+        # as CMakeLists.txt instruments libyarn_ext (-O1: faster to compile instrumented)
+        compile_args += [f"-fsanitize={SANITIZE}", "-fno-sanitize-recover=all"]
+        compile_args += ["-fno-omit-frame-pointer", "-g1", "-O1"]
+        link_args.append(f"-fsanitize={SANITIZE}")
     return cpp_extension.CppExtension(
         name="yarn_ext._C",
         sources=["csrc/python/bindings.cpp", "csrc/cpu/cuda_emulation.cpp"],
         include_dirs=[str(CSRC / "include"), str(CSRC)],
         libraries=["yarn_ext"],
-        extra_compile_args={"cxx": ["-O0", "-g"] if debug else ["-O3"]},
-        extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
+        extra_compile_args={"cxx": compile_args},
+        extra_link_args=link_args,
     )
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with one NVIDIA GPU: build the extension for that GPU's
-# architecture only, run the CUDA tests, run compute-sanitizer memcheck on a short test, run the
-# GPU benchmark (python -m benchmarks.run --device cuda). Writes logs and the benchmark's
+# architecture only, run the CUDA tests, run compute-sanitizer memcheck and racecheck over them,
+# run the GPU benchmark (python -m benchmarks.run --device cuda). Writes logs and the benchmark's
 # results.md, results.json and plots to OUT_DIR; the table is printed last.
-# Budget: under 8 minutes in all.
+# Budget: under 10 minutes in all (each sanitizer pass is capped at 3).
 #
 #   benchmarks/gpu_check.sh OUT_DIR
 set -uo pipefail
@@ -28,17 +28,23 @@ grep -iE "warning" "$out/build.log" | head -20
 echo "built in $((SECONDS - start)) s"
 $python -m yarn_ext --device cuda | tee "$out/selfcheck.log" || status=1
 
-step "CUDA tests"
-$python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/tests.log" | tail -15 || status=1
+step "CUDA tests (every test with cuda in its name: test_cuda.py, and the CUDA cases of the others)"
+$python -m pytest -q -p no:cacheprovider -k cuda tests 2>&1 | tee "$out/tests.log" | tail -15 || status=1
 
 step "CPU kernels of this host's instruction set against the DEFAULT copy (AVX512 where it has it)"
 $python -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py 2>&1 | tail -3 || status=1
 
-step "compute-sanitizer memcheck on the smoke test"
+# compute-sanitizer over the CUDA tests (all but the slow ones): memcheck (out-of-bounds and
+# misaligned accesses, errors of CUDA calls) and racecheck (shared-memory hazards). Each has a
+# time limit so that the check keeps to its budget; running out of it counts as a failure.
 sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
-"$sanitizer" --tool memcheck --error-exitcode 1 \
-  $python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k smoke >"$out/memcheck.log" 2>&1 || status=1
-tail -5 "$out/memcheck.log"
+for tool in memcheck racecheck; do
+  step "compute-sanitizer $tool over tests/test_cuda.py"
+  timeout 180 "$sanitizer" --tool "$tool" --error-exitcode 1 \
+    $python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_cuda.py \
+    >"$out/$tool.log" 2>&1 || { echo "$tool: FAILED or timed out"; status=1; }
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$out/$tool.log" | tail -3
+done
 
 step "benchmark"
 $python -m benchmarks.run --device cuda --out "$out" 2>&1 | tee "$out/benchmark.log" || status=1

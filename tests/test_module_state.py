@@ -7,11 +7,12 @@ import copy
 import io
 import pickle
 
+import pytest
 import torch
 
 from yarn_ext import YarnEmbedding
 
-from .support import randn
+from .support import DEVICES, randn, requires_cuda
 
 
 def grown_module() -> YarnEmbedding:
@@ -26,8 +27,8 @@ def assert_same_module(a: YarnEmbedding, b: YarnEmbedding) -> None:
     assert a.inv_freq.dtype == b.inv_freq.dtype == torch.float64
     assert a.cos_sin_cache.dtype == b.cos_sin_cache.dtype == torch.float32
     assert torch.equal(a.inv_freq, b.inv_freq) and torch.equal(a.cos_sin_cache, b.cos_sin_cache)
-    x = randn(2, 150, 64)
-    positions = torch.arange(150) * 9
+    x = randn(2, 150, 64).to(a.inv_freq.device)
+    positions = torch.arange(150, device=x.device) * 9
     assert torch.equal(a(x, positions=positions), b(x, positions=positions))
 
 
@@ -101,3 +102,37 @@ def test_failed_growth_leaves_the_module_as_it_was(monkeypatch) -> None:
     assert_same_module(rope, before)
     rope(randn(1, 500, 64))  # and it still grows once memory is there
     assert rope.max_seq_len_cached == 500
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_real_allocation_failure_during_growth_leaves_the_module_as_it_was(device: str) -> None:
+    # A real one this time: a cache of 2^42 positions (a petabyte) cannot be allocated, and the
+    # allocator's error (raised inside the C++ cache builder) reaches Python as an exception.
+    rope = grown_module().to(device)
+    before = copy.deepcopy(rope)
+    x = randn(1, 8, 64).to(device)
+    calls = (
+        lambda: rope(x, seq_len=2**42),
+        lambda: rope.rotate_(x, seq_len=2**42),
+        lambda: rope.cos_sin(2**42),
+    )
+    for call in calls:
+        with pytest.raises((RuntimeError, torch.OutOfMemoryError), match="allocate"):
+            call()
+        assert_same_module(rope, before)
+    assert torch.equal(x, randn(1, 8, 64).to(device))  # the failed in-place call wrote nothing
+
+
+@requires_cuda
+def test_moves_between_devices_keep_the_tables_exactly() -> None:
+    rope = grown_module()
+    on_gpu = copy.deepcopy(rope).cuda().half()
+    assert on_gpu.inv_freq.device.type == on_gpu.cos_sin_cache.device.type == "cuda"
+    assert on_gpu.inv_freq.dtype == torch.float64 and on_gpu.cos_sin_cache.dtype == torch.float32
+    assert torch.equal(on_gpu.inv_freq.cpu(), rope.inv_freq)
+    assert torch.equal(on_gpu.cos_sin_cache.cpu(), rope.cos_sin_cache)
+    x = randn(2, 150, 64)
+    gpu_out = on_gpu(x.cuda()).cpu()
+    assert (gpu_out - rope(x)).abs().max().item() <= 1e-5
+    back = on_gpu.to("cpu")
+    assert_same_module(rope, back)

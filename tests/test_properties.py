@@ -1,7 +1,8 @@
 """Property-based tests (hypothesis): random shapes, head counts, layouts (contiguous, transposed,
 slices of a fused qkv, a strided last dimension), broadcast positions of both integer dtypes
 anywhere in +-2^48 (inside, before and far past the cache), dtypes, both pair styles and partial
-rotary - against the float64 reference, out of place and in place.
+rotary - against the float64 reference, out of place and in place, on the CPU and (where there
+is one) on the GPU.
 
 Examples per test: the "ci" profile (default) runs 500, "slow" 5000
 (HYPOTHESIS_PROFILE=slow python -m pytest tests/test_properties.py)."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 import yarn_ext
 from yarn_ext import ops, reference
 
-from .support import FLOAT_DTYPES, assert_matches_reference
+from .support import DEVICES, FLOAT_DTYPES, assert_matches_reference
 
 settings.register_profile(
     "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -28,6 +30,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CACHED = 64  # a short cache, so that many positions are computed on the fly
+ON_DEVICES = pytest.mark.parametrize("device", DEVICES)
 
 
 @st.composite
@@ -57,14 +60,15 @@ def positions_for(draw: st.DrawFn, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @st.composite
-def layouts(draw: st.DrawFn, head_size: int, dtype: torch.dtype) -> torch.Tensor:
-    """x [B, S, H, head_size] in one of the layouts kernels see."""
+def layouts(draw: st.DrawFn, head_size: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """x [B, S, H, head_size] in one of the layouts kernels see (the view is taken on the
+    device: moving a view would make it contiguous)."""
     b, s, h = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 5))
     seed = draw(st.integers(0, 2**16))
     generator = torch.Generator().manual_seed(seed)
 
     def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device, dtype)
 
     kind = draw(st.sampled_from(["contiguous", "transposed", "fused", "strided", "offset"]))
     if kind == "contiguous":
@@ -78,22 +82,27 @@ def layouts(draw: st.DrawFn, head_size: int, dtype: torch.dtype) -> torch.Tensor
     return randn(b * s * h * head_size + 1)[1:].reshape(b, s, h, head_size)  # unaligned start
 
 
+@ON_DEVICES
 @given(data=st.data())
-def test_rotate_matches_reference(data: st.DataObject) -> None:
+def test_rotate_matches_reference(device: str, data: st.DataObject) -> None:
     inv_freq, cache, mscale, dim = data.draw(tables())
     dtype = data.draw(st.sampled_from(FLOAT_DTYPES))
     head_size = dim + data.draw(st.integers(0, 6))
-    x = data.draw(layouts(head_size, dtype))
+    x = data.draw(layouts(head_size, dtype, device))
     positions = positions_for(data.draw, tuple(x.shape[:-1]))
     interleaved = data.draw(st.booleans())
-    out = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
+    out = ops.rotate(
+        x, cache.to(device), inv_freq.to(device), mscale, positions.to(device), interleaved
+    ).cpu()
+    x = x.cpu()
     want = reference.rotate(x, inv_freq, mscale, positions, interleaved)
     assert_matches_reference(out, want, x, mscale)
     assert torch.equal(out[..., dim:], x[..., dim:])  # partial rotary: the rest passes through
 
 
+@ON_DEVICES
 @given(data=st.data())
-def test_rotate_inplace_matches_reference(data: st.DataObject) -> None:
+def test_rotate_inplace_matches_reference(device: str, data: st.DataObject) -> None:
     inv_freq, cache, mscale, dim = data.draw(tables())
     dtype = data.draw(st.sampled_from(FLOAT_DTYPES))
     head_size = dim + data.draw(st.integers(0, 6))
@@ -105,14 +114,17 @@ def test_rotate_inplace_matches_reference(data: st.DataObject) -> None:
     seed = data.draw(st.integers(0, 2**16))
     generator = torch.Generator().manual_seed(seed)
     qkv = torch.randn(tokens, hq + 2 * hk, head_size, generator=generator, dtype=torch.float64)
-    qkv = qkv.to(dtype)
-    original = qkv.clone()
+    original = qkv.to(dtype)
+    qkv = original.to(device, copy=True)
     q, k = qkv[:, :hq], qkv[:, hq : hq + hk]
     positions = positions_for(data.draw, (tokens, 1))
     interleaved = data.draw(st.booleans())
     want_q = reference.rotate(original[:, :hq], inv_freq, mscale, positions, interleaved)
     want_k = reference.rotate(original[:, hq : hq + hk], inv_freq, mscale, positions, interleaved)
-    ops.rotate_inplace(q, k, cache, inv_freq, mscale, positions, interleaved)
-    assert_matches_reference(q, want_q, original[:, :hq], mscale)
-    assert_matches_reference(k, want_k, original[:, hq : hq + hk], mscale)
+    ops.rotate_inplace(
+        q, k, cache.to(device), inv_freq.to(device), mscale, positions.to(device), interleaved
+    )
+    qkv = qkv.cpu()
+    assert_matches_reference(qkv[:, :hq], want_q, original[:, :hq], mscale)
+    assert_matches_reference(qkv[:, hq : hq + hk], want_k, original[:, hq : hq + hk], mscale)
     assert torch.equal(qkv[:, hq + hk :], original[:, hq + hk :])  # v untouched

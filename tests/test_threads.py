@@ -4,7 +4,9 @@ module's state is consistent afterwards."""
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 
 import torch
 
@@ -16,6 +18,27 @@ THREADS = 8
 CALLS = 40
 
 
+def run_in_threads(work: Callable[[int], None]) -> None:
+    """Runs work(0), ..., work(THREADS - 1) in THREADS threads released together; the first
+    failure of any thread is raised here."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(THREADS)
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            work(index)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+
+
 def test_threads_share_a_growing_module() -> None:
     # static YaRN at scale 32 over 32 positions: every growth up to 1024 positions extends the
     # cache without changing the frequencies, so each call has one right answer
@@ -23,39 +46,88 @@ def test_threads_share_a_growing_module() -> None:
         64, 64, original_max_position_embeddings=32, finetuned=True, scaling_factor=32.0
     )
     inv_freq, mscale = rope.inv_freq.clone(), rope.mscale
-    errors: list[BaseException] = []
     longest = [0] * THREADS
-    start = threading.Barrier(THREADS)
 
     def work(index: int) -> None:
         generator = torch.Generator().manual_seed(index)
-        try:
-            start.wait()
-            for call in range(CALLS):
-                length = int(torch.randint(8, 1024, (1,), generator=generator))
-                x = randn(2, length, 64, seed=index * CALLS + call)
-                if call % 2 == 0:  # implicit positions: may grow the cache
-                    longest[index] = max(longest[index], length)
-                    out = rope(x)
-                    want = reference.rotate(x, inv_freq, mscale)
-                else:  # in place with explicit positions, on the fly past the cache
-                    positions = torch.randint(0, 4096, (length,), generator=generator)
-                    out = x.clone()
-                    rope.rotate_(out, None, positions)
-                    want = reference.rotate(x, inv_freq, mscale, positions)
-                assert_matches_reference(out, want, x, mscale)
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
+        for call in range(CALLS):
+            length = int(torch.randint(8, 1024, (1,), generator=generator))
+            x = randn(2, length, 64, seed=index * CALLS + call)
+            if call % 2 == 0:  # implicit positions: may grow the cache
+                longest[index] = max(longest[index], length)
+                out = rope(x)
+                want = reference.rotate(x, inv_freq, mscale)
+            else:  # in place with explicit positions, on the fly past the cache
+                positions = torch.randint(0, 4096, (length,), generator=generator)
+                out = x.clone()
+                rope.rotate_(out, None, positions)
+                want = reference.rotate(x, inv_freq, mscale, positions)
+            assert_matches_reference(out, want, x, mscale)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors[0]
+    run_in_threads(work)
     # consistent afterwards: exactly the longest implicit call's cache, built at scale 32
     assert rope.scale == 32.0 and rope.mscale == mscale
     assert torch.equal(rope.inv_freq, inv_freq)
     assert rope.max_seq_len_cached == rope.cos_sin_cache.shape[0] == max(64, *longest)
     fresh = ops.build_cos_sin_cache(inv_freq, rope.max_seq_len_cached, mscale)
     assert torch.equal(rope.cos_sin_cache, fresh)
+
+
+def test_threads_share_a_module_whose_scale_changes_as_it_grows() -> None:
+    """Dynamic YaRN: every growth past 64 positions raises the scale to length / 32, so the
+    frequencies, mscale and cache all change together. The threads ask for ever longer
+    sequences, so most calls grow the module, racing each other. Each call must see one whole
+    state: the module grown to some length M at least its own. Position 0 is rotated by angle 0,
+    so row 0 comes out scaled by exactly mscale, which names M; the whole result must then be the
+    rotation at M's frequencies. A call that mixed the frequencies of one state with the mscale
+    or cache of another fails that check."""
+    dim, original = 32, 32
+    rope = YarnEmbedding(dim, 64, original_max_position_embeddings=original)
+    states: dict[int, tuple[torch.Tensor, float]] = {}
+    states_lock = threading.Lock()
+
+    def state(grown_to: int) -> tuple[torch.Tensor, float]:
+        """inv_freq and mscale of a fresh module grown to `grown_to` positions."""
+        with states_lock:
+            if grown_to not in states:
+                fresh = YarnEmbedding(dim, 64, original_max_position_embeddings=original)
+                fresh(torch.zeros(1, grown_to, dim))
+                states[grown_to] = (fresh.inv_freq.clone(), fresh.mscale)
+            return states[grown_to]
+
+    requested = [64] * THREADS
+
+    def work(index: int) -> None:
+        generator = torch.Generator().manual_seed(100 + index)
+        for call in range(CALLS):
+            length = 65 + 16 * call + int(torch.randint(0, 16, (1,), generator=generator))
+            x = randn(2, length, dim, seed=1000 + index * CALLS + call)
+            positions = None
+            if call % 3 == 0:  # forward, implicit positions: may grow
+                requested[index] = max(requested[index], length)
+                out = rope(x)
+            elif call % 3 == 1:  # rotate_ with implicit positions: may grow
+                requested[index] = max(requested[index], length)
+                out = x.clone()
+                rope.rotate_(out)
+            else:  # rotate_ with explicit positions: no growth, any state may be seen
+                positions = torch.randint(0, 2048, (length,), generator=generator)
+                positions[0] = 0
+                out = x.clone()
+                rope.rotate_(out, None, positions)
+            seen_mscale = (out[:, 0].double().norm() / x[:, 0].double().norm()).item()
+            # mscale = 1 + 0.1 ln(M / original) after growth to M > 64; 1 for the initial state
+            grown_to = max(64, round(original * math.exp((seen_mscale - 1) / 0.1)))
+            assert positions is not None or grown_to >= length, (index, call, grown_to)
+            inv_freq, mscale = state(grown_to)
+            want = reference.rotate(x, inv_freq, mscale, positions)
+            assert_matches_reference(out, want, x, mscale)
+
+    run_in_threads(work)
+    # consistent afterwards: the state of the longest implicit request, as a fresh build has it
+    longest = max(requested)
+    assert rope.max_seq_len_cached == rope.cos_sin_cache.shape[0] == longest
+    assert rope.scale == longest / original
+    inv_freq, mscale = state(longest)
+    assert rope.mscale == mscale and torch.equal(rope.inv_freq, inv_freq)
+    assert torch.equal(rope.cos_sin_cache, ops.build_cos_sin_cache(inv_freq, longest, mscale))

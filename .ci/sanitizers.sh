@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The host code under AddressSanitizer and UndefinedBehaviorSanitizer: a copy of the working tree
+# is built with YARN_EXT_SANITIZE=address,undefined (libyarn_ext, every CPU instruction-set copy,
+# and _C; CPU kernels only - nvcc's device code is not instrumented), then
+#  1. the Python test suite runs against that build (python is not instrumented, so the ASan
+#     runtime is preloaded). Only tests/test_huge.py is left out: its 9 GB tensors are too much
+#     for ASan's quarantine and shadow on a 24 GB machine, and the same kernels and index
+#     arithmetic run over every other size here;
+#  2. the C++ tests (ctest) run, linked to the same instrumented library.
+# Any report fails the run: ASan stops at its first error, and UBSan's reports are made fatal at
+# compile time (-fno-sanitize-recover=all) as well as here.
+#
+#   .ci/sanitizers.sh WORK_DIR        (CI runs it in its virtual environment)
+set -euo pipefail
+work="$(realpath -m "${1:?usage: sanitizers.sh WORK_DIR}")"
+cd "$(dirname "$0")/.."
+sanitizers=address,undefined
+
+echo "== copy of the working tree in $work/src"
+rm -rf "$work/src"
+mkdir -p "$work/src"
+git ls-files --cached --others --exclude-standard -z | xargs -0 cp --parents -t "$work/src"
+cd "$work/src"
+
+echo "== build with -fsanitize=$sanitizers"
+start=$SECONDS
+build="$work/sanitize-build"  # setup.py's build_temp: CMake builds libyarn_ext in $build/cmake
+YARN_EXT_SANITIZE=$sanitizers YARN_EXT_CPU_ONLY=1 python setup.py build_ext --inplace \
+  --build-temp "$build" >"$work/sanitize-build.log" 2>&1 || { tail -40 "$work/sanitize-build.log"; exit 1; }
+echo "built in $((SECONDS - start)) s"
+
+# The runtimes must come first in the process: preload them into (uninstrumented) python.
+# detect_leaks=0: CPython and torch keep allocations alive until exit by design.
+asan_runtime="$(gcc -print-file-name=libasan.so)"
+ubsan_runtime="$(gcc -print-file-name=libubsan.so)"
+# allocator_may_return_null=1: an allocation that cannot be satisfied returns null, as malloc
+# does, so that torch raises its out-of-memory error (tests make one on purpose) instead of ASan
+# stopping the process.
+export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:exitcode=86
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87
+check_instrumented() {
+  # A build that silently lost its flags would make a clean run meaningless.
+  local symbols
+  symbols="$(nm -D "$1")"
+  grep -q "__asan_report" <<<"$symbols" || { echo "$1 is not instrumented"; exit 1; }
+  grep -q "__ubsan_handle" <<<"$symbols" || { echo "$1 has no UBSan checks"; exit 1; }
+}
+check_instrumented yarn_ext/lib/libyarn_ext.so
+check_instrumented "$(ls yarn_ext/_C*.so)"
+
+echo "== Python tests under ASan+UBSan"
+start=$SECONDS
+# --capture=sys: the sanitizers write their reports to file descriptor 2, which pytest's default
+# capture would swallow when the process stops.
+LD_PRELOAD="$asan_runtime $ubsan_runtime" python -m pytest -q -p no:cacheprovider --capture=sys \
+  --ignore=tests/test_huge.py tests
+echo "tests ran in $((SECONDS - start)) s"
+
+echo "== C++ tests under ASan+UBSan"
+# The same build with the C++ tests switched on: only the test program is compiled.
+cmake -S . -B "$build/cmake" -DYARN_EXT_BUILD_TESTS=ON >"$work/sanitize-cmake.log" 2>&1 &&
+  cmake --build "$build/cmake" >>"$work/sanitize-cmake.log" 2>&1 ||
+  { tail -40 "$work/sanitize-cmake.log"; exit 1; }
+ctest --test-dir "$build/cmake" --output-on-failure
+echo "sanitizers: clean"
