@@ -162,7 +162,7 @@ def extension() -> cpp_extension.CppExtension:
     if SANITIZE:
         # as CMakeLists.txt instruments libyarn_ext (-O1: faster to compile instrumented)
         compile_args += [f"-fsanitize={SANITIZE}", "-fno-sanitize-recover=all"]
-        compile_args += ["-fno-omit-frame-pointer", "-g1", "-O1"]
+        compile_args += ["-fno-omit-frame-pointer"] + ([] if debug else ["-g1", "-O1"])
         link_args.append(f"-fsanitize={SANITIZE}")
     return cpp_extension.CppExtension(
         name="yarn_ext._C",

@@ -14,30 +14,34 @@
 set -euo pipefail
 work="$(realpath -m "${1:?usage: sanitizers.sh WORK_DIR}")"
 cd "$(dirname "$0")/.."
+repo="$PWD"
+case "$work/" in "$repo/"*)
+  echo "sanitizers.sh: WORK_DIR must be outside the repository ($repo)"
+  exit 2
+  ;;
+esac
 sanitizers=address,undefined
+# The CPU kernels only: no GPU may be seen (the build has no CUDA kernels, and CUDA's start-up
+# does not go with ASan's shadow memory).
+export CUDA_VISIBLE_DEVICES=
 
 echo "== copy of the working tree in $work/src"
 rm -rf "$work/src"
 mkdir -p "$work/src"
-git ls-files --cached --others --exclude-standard -z | xargs -0 cp --parents -t "$work/src"
+# tracked and untracked files as they are now (a tracked file deleted in the tree is left out)
+git ls-files --cached --others --exclude-standard -z |
+  while IFS= read -r -d '' file; do [[ -e "$file" ]] && printf '%s\0' "$file"; done |
+  xargs -0 cp --parents -t "$work/src"
 cd "$work/src"
 
 echo "== build with -fsanitize=$sanitizers"
 start=$SECONDS
-build="$work/sanitize-build"  # setup.py's build_temp: CMake builds libyarn_ext in $build/cmake
+build="$work/sanitize-build" # setup.py's build_temp: CMake builds libyarn_ext in $build/cmake
 YARN_EXT_SANITIZE=$sanitizers YARN_EXT_CPU_ONLY=1 python setup.py build_ext --inplace \
-  --build-temp "$build" >"$work/sanitize-build.log" 2>&1 || { tail -40 "$work/sanitize-build.log"; exit 1; }
+  --build-temp "$build" >"$work/sanitize-build.log" 2>&1 ||
+  { tail -40 "$work/sanitize-build.log"; exit 1; }
 echo "built in $((SECONDS - start)) s"
 
-# The runtimes must come first in the process: preload them into (uninstrumented) python.
-# detect_leaks=0: CPython and torch keep allocations alive until exit by design.
-asan_runtime="$(gcc -print-file-name=libasan.so)"
-ubsan_runtime="$(gcc -print-file-name=libubsan.so)"
-# allocator_may_return_null=1: an allocation that cannot be satisfied returns null, as malloc
-# does, so that torch raises its out-of-memory error (tests make one on purpose) instead of ASan
-# stopping the process.
-export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:exitcode=86
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87
 check_instrumented() {
   # A build that silently lost its flags would make a clean run meaningless.
   local symbols
@@ -48,11 +52,40 @@ check_instrumented() {
 check_instrumented yarn_ext/lib/libyarn_ext.so
 check_instrumented "$(ls yarn_ext/_C*.so)"
 
+# The runtimes must come first in the process: preload into (uninstrumented) python the very
+# ones the library was linked with.
+runtime() { ldd yarn_ext/lib/libyarn_ext.so | awk -v lib="$1" 'index($1, lib) == 1 { print $3 }'; }
+preload="$(runtime libasan) $(runtime libubsan)"
+# detect_leaks=0: CPython and torch keep allocations alive until exit by design.
+# allocator_may_return_null=1: an allocation that cannot be satisfied returns null, as malloc
+# does, so that torch raises its out-of-memory error (a test asks for a petabyte on purpose)
+# instead of ASan stopping the process. The price: an absurd size from an overflowed size
+# computation becomes that exception instead of an ASan report, which still fails any test that
+# does not expect an allocation error.
+export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:exitcode=86
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87
+
+# A clean run means something only if the instrumented build is the one under test: python, run
+# here as pytest runs it, must import this copy and map its library and the sanitizer runtimes.
+LD_PRELOAD="$preload" python -c '
+from pathlib import Path
+
+import yarn_ext
+
+src = Path.cwd().resolve()
+assert Path(yarn_ext.__file__).resolve().is_relative_to(src), f"imported {yarn_ext.__file__}"
+maps = Path("/proc/self/maps").read_text()
+library = str(src / "yarn_ext" / "lib" / "libyarn_ext.so")
+assert library in maps, f"{library} is not the libyarn_ext loaded"
+assert "libasan" in maps and "libubsan" in maps, "the sanitizer runtimes are not loaded"
+print(f"testing {library}, instrumented")
+'
+
 echo "== Python tests under ASan+UBSan"
 start=$SECONDS
 # --capture=sys: the sanitizers write their reports to file descriptor 2, which pytest's default
 # capture would swallow when the process stops.
-LD_PRELOAD="$asan_runtime $ubsan_runtime" python -m pytest -q -p no:cacheprovider --capture=sys \
+LD_PRELOAD="$preload" python -m pytest -q -p no:cacheprovider --capture=sys \
   --ignore=tests/test_huge.py tests
 echo "tests ran in $((SECONDS - start)) s"
 

@@ -66,6 +66,20 @@ def test_state_dict_round_trip_in_a_model() -> None:
     assert_same_module(saved["rope"], loaded["rope"])
 
 
+def test_state_dict_of_a_grown_dynamic_module() -> None:
+    # The tables are derived from the constructor's arguments, so state_dict holds none of them
+    # (checkpoints stay those of the model without yarn_ext, as with transformers' rotary
+    # modules). A loaded module therefore starts as constructed; dynamic growth is not saved, and
+    # the same long call grows it to exactly the saved tables again.
+    saved = grown_module()
+    assert saved.state_dict() == {}
+    loaded = YarnEmbedding(64, max_position_embeddings=64, original_max_position_embeddings=32)
+    loaded.load_state_dict(saved.state_dict(), strict=True)
+    assert loaded.max_seq_len_cached == 64 and loaded.scale == 1.0
+    loaded(randn(1, 200, 64))
+    assert_same_module(saved, loaded)
+
+
 def test_dtype_and_device_moves_keep_the_tables_precise() -> None:
     rope = grown_module()
     for move in (
@@ -90,7 +104,12 @@ def test_failed_growth_leaves_the_module_as_it_was(monkeypatch) -> None:
         raise torch.OutOfMemoryError("simulated: out of memory while building the cache")
 
     monkeypatch.setattr("yarn_ext.embedding.ops.build_cos_sin_cache", out_of_memory)
-    for call in (lambda: rope(randn(1, 500, 64)), lambda: rope.rotate_(randn(1, 500, 64))):
+    calls = (
+        lambda: rope(randn(1, 500, 64)),
+        lambda: rope.rotate_(randn(1, 500, 64)),
+        lambda: rope.cos_sin(500),
+    )
+    for call in calls:
         try:
             call()
         except torch.OutOfMemoryError:

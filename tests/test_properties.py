@@ -2,7 +2,7 @@
 slices of a fused qkv, a strided last dimension), broadcast positions of both integer dtypes
 anywhere in +-2^48 (inside, before and far past the cache), dtypes, both pair styles and partial
 rotary - against the float64 reference, out of place and in place, on the CPU and (where there
-is one) on the GPU.
+is one) on the GPU. Fresh tensors start NaN (the poison fixture), so an unwritten output fails.
 
 Examples per test: the "ci" profile (default) runs 500, "slow" 5000
 (HYPOTHESIS_PROFILE=slow python -m pytest tests/test_properties.py)."""
@@ -21,12 +21,12 @@ from yarn_ext import ops, reference
 
 from .support import DEVICES, FLOAT_DTYPES, assert_matches_reference
 
-settings.register_profile(
-    "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "slow", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+# The poison fixture switches a global setting for the whole test, which is what every example
+# wants: hence function_scoped_fixture is not a problem here.
+_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=500, deadline=None, suppress_health_check=_QUIET)
+settings.register_profile("slow", max_examples=5000, deadline=None, suppress_health_check=_QUIET)
+pytestmark = pytest.mark.usefixtures("poison")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CACHED = 64  # a short cache, so that many positions are computed on the fly

@@ -1,21 +1,52 @@
 """Eight Python threads share one module: forward and rotate_ with implicit and explicit
 positions while the cache grows concurrently. Every result is right, nothing crashes, and the
-module's state is consistent afterwards."""
+module's state is consistent afterwards.
+
+A thread switch lands inside a growth's few microseconds rarely, so the tests widen those windows
+(a sleep after building a cache and after each buffer assignment) and switch threads often: with
+that, dropping the growth lock or reading the tables one attribute at a time fails them."""
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
+import pytest
 import torch
 
 from yarn_ext import YarnEmbedding, ops, reference
 
-from .support import assert_matches_reference, randn
+from .support import DEVICES, assert_matches_reference, randn
 
 THREADS = 8
 CALLS = 40
+
+
+@pytest.fixture(autouse=True)
+def wide_race_windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    build = ops.build_cos_sin_cache
+    register_buffer = YarnEmbedding.register_buffer
+
+    def slow_build(*args: object, **kwargs: object) -> torch.Tensor:
+        cache = build(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.002)
+        return cache
+
+    def slow_register_buffer(self: YarnEmbedding, *args: object, **kwargs: object) -> None:
+        register_buffer(self, *args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.001)
+
+    monkeypatch.setattr("yarn_ext.embedding.ops.build_cos_sin_cache", slow_build)
+    monkeypatch.setattr(YarnEmbedding, "register_buffer", slow_register_buffer)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def run_in_threads(work: Callable[[int], None]) -> None:
@@ -39,13 +70,14 @@ def run_in_threads(work: Callable[[int], None]) -> None:
     assert not errors, errors[0]
 
 
-def test_threads_share_a_growing_module() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_threads_share_a_growing_module(device: str) -> None:
     # static YaRN at scale 32 over 32 positions: every growth up to 1024 positions extends the
     # cache without changing the frequencies, so each call has one right answer
     rope = YarnEmbedding(
         64, 64, original_max_position_embeddings=32, finetuned=True, scaling_factor=32.0
-    )
-    inv_freq, mscale = rope.inv_freq.clone(), rope.mscale
+    ).to(device)
+    inv_freq, mscale = rope.inv_freq.cpu(), rope.mscale
     longest = [0] * THREADS
 
     def work(index: int) -> None:
@@ -55,21 +87,22 @@ def test_threads_share_a_growing_module() -> None:
             x = randn(2, length, 64, seed=index * CALLS + call)
             if call % 2 == 0:  # implicit positions: may grow the cache
                 longest[index] = max(longest[index], length)
-                out = rope(x)
+                out = rope(x.to(device)).cpu()
                 want = reference.rotate(x, inv_freq, mscale)
             else:  # in place with explicit positions, on the fly past the cache
                 positions = torch.randint(0, 4096, (length,), generator=generator)
-                out = x.clone()
-                rope.rotate_(out, None, positions)
+                out = x.to(device, copy=True)
+                rope.rotate_(out, None, positions.to(device))
+                out = out.cpu()
                 want = reference.rotate(x, inv_freq, mscale, positions)
             assert_matches_reference(out, want, x, mscale)
 
     run_in_threads(work)
     # consistent afterwards: exactly the longest implicit call's cache, built at scale 32
     assert rope.scale == 32.0 and rope.mscale == mscale
-    assert torch.equal(rope.inv_freq, inv_freq)
+    assert torch.equal(rope.inv_freq.cpu(), inv_freq)
     assert rope.max_seq_len_cached == rope.cos_sin_cache.shape[0] == max(64, *longest)
-    fresh = ops.build_cos_sin_cache(inv_freq, rope.max_seq_len_cached, mscale)
+    fresh = ops.build_cos_sin_cache(rope.inv_freq, rope.max_seq_len_cached, mscale)
     assert torch.equal(rope.cos_sin_cache, fresh)
 
 
@@ -110,11 +143,14 @@ def test_threads_share_a_module_whose_scale_changes_as_it_grows() -> None:
                 requested[index] = max(requested[index], length)
                 out = x.clone()
                 rope.rotate_(out)
-            else:  # rotate_ with explicit positions: no growth, any state may be seen
+            else:  # explicit positions: no growth, any state may be seen
                 positions = torch.randint(0, 2048, (length,), generator=generator)
                 positions[0] = 0
-                out = x.clone()
-                rope.rotate_(out, None, positions)
+                if index % 2 == 0:
+                    out = rope(x, positions=positions)
+                else:
+                    out = x.clone()
+                    rope.rotate_(out, None, positions)
             seen_mscale = (out[:, 0].double().norm() / x[:, 0].double().norm()).item()
             # mscale = 1 + 0.1 ln(M / original) after growth to M > 64; 1 for the initial state
             grown_to = max(64, round(original * math.exp((seen_mscale - 1) / 0.1)))

@@ -326,15 +326,17 @@ class YarnEmbedding(nn.Module):
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> YarnEmbedding:
         # .to(dtype), .half(), .bfloat16() must not lower the precision of the tables (the
         # float64 inv_freq, the float32 cache): follow device moves, keep the dtypes.
-        before = dict(self._buffers)
-        super()._apply(fn, recurse)
-        for name, old in before.items():
-            new = self._buffers.get(name)
-            if old is not None and new is not None and new.dtype != old.dtype:
-                self._buffers[name] = old.to(device=new.device)
-        self._current = _Tables(
-            self._buffers["inv_freq"], self._buffers["cos_sin_cache"], self.scale, self.mscale
-        )
+        # Under _GROWTH: a growth committing meanwhile would leave tables on the old device.
+        with _GROWTH:
+            before = dict(self._buffers)
+            super()._apply(fn, recurse)
+            for name, old in before.items():
+                new = self._buffers.get(name)
+                if old is not None and new is not None and new.dtype != old.dtype:
+                    self._buffers[name] = old.to(device=new.device)
+            self._current = _Tables(
+                self._buffers["inv_freq"], self._buffers["cos_sin_cache"], self.scale, self.mscale
+            )
         return self
 
     def extra_repr(self) -> str:
