@@ -23,14 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def outputs() -> dict[str, torch.Tensor]:
     """Results of every CPU loop variant: dtypes, styles, inverse, partial rotary, a rotary half
-    that is no whole number of vectors, strided rows, positions past and before the cache, and
-    caches of several widths."""
+    that is no whole number of vectors, strided rows, positions past and before the cache (two
+    far enough for the long reduction by pi), and caches of several widths."""
     results = {}
     for dim, head_size in [(128, 128), (64, 96), (26, 30)]:
         inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
         cache = ops.build_cos_sin_cache(inv_freq, 300, 1.1)
         results[f"cache-{dim}"] = cache
         positions = torch.randint(-50, 400, (7, 1), generator=torch.Generator().manual_seed(dim))
+        positions[3:5, 0] = torch.tensor([2**62 + 5, -(2**47)])  # the long reduction by pi
         for dtype in FLOAT_DTYPES:
             x = randn(7, 5, head_size, dtype=dtype)
             x[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])

@@ -22,8 +22,13 @@ def tables(dim: int, cached: int = 64, mscale: float = 1.1):
 
 
 def positions_for(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """In, past and before the cache, and a few far enough for the long reduction by pi."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(-100, 200, shape, generator=generator)  # in, past and before the cache
+    positions = torch.randint(-100, 200, shape, generator=generator)
+    far = torch.tensor([2**63 - 1, -(2**63), 2**50 + 3, -(2**45) - 7])
+    count = min(far.numel(), positions.numel() - 1)
+    positions.view(-1)[1 : 1 + count] = far[:count]
+    return positions
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

@@ -1,8 +1,9 @@
 """Property-based tests (hypothesis): random shapes, head counts, layouts (contiguous, transposed,
 slices of a fused qkv, a strided last dimension), broadcast positions of both integer dtypes
-anywhere in +-2^48 (inside, before and far past the cache), dtypes, both pair styles and partial
-rotary - against the float64 reference, out of place and in place, on the CPU and (where there
-is one) on the GPU. Fresh tensors start NaN (the poison fixture), so an unwritten output fails.
+anywhere in their range (inside, before and far past the cache, out to int64's extremes),
+dtypes, both pair styles and partial rotary - against the float64 reference, out of place and
+in place, on the CPU and (where there is one) on the GPU. Fresh tensors start NaN (the poison
+fixture), so an unwritten output fails.
 
 Examples per test: the "ci" profile (default) runs 500, "slow" 5000
 (HYPOTHESIS_PROFILE=slow python -m pytest tests/test_properties.py)."""
@@ -46,15 +47,13 @@ def tables(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, float, int]:
 def positions_for(draw: st.DrawFn, shape: tuple[int, ...]) -> torch.Tensor:
     """int64 or int32 positions broadcasting to `shape` (some dims kept, the others 1)."""
     dtype = draw(st.sampled_from([torch.int64, torch.int32]))
-    limit = 2**31 - 1 if dtype == torch.int32 else 2**48
+    low, high = (-(2**31), 2**31 - 1) if dtype == torch.int32 else (-(2**63), 2**63 - 1)
     kept = [draw(st.booleans()) for _ in shape]
     pshape = tuple(n if keep else 1 for n, keep in zip(shape, kept, strict=True))
     count = 1
     for n in pshape:
         count *= n
-    value = st.one_of(
-        st.integers(0, CACHED - 1), st.integers(-limit, -1), st.integers(CACHED, limit)
-    )
+    value = st.one_of(st.integers(0, CACHED - 1), st.integers(low, -1), st.integers(CACHED, high))
     values = draw(st.lists(value, min_size=count, max_size=count))
     return torch.tensor(values, dtype=dtype).reshape(pshape)
 

@@ -83,22 +83,39 @@ def test_positions_broadcast(position_dtype, shape, positions_shape) -> None:
     assert_matches_reference(out, reference.rotate(x, inv_freq, mscale, positions), x, mscale)
 
 
+# Every int64 is a valid position: inside the cache, before it, far past it, around the 2^44-radian
+# angle where the reduction by pi changes method, past 2^53 (where int64 -> float64 rounds) and
+# int64's extremes (padding sentinels).
+POSITIONS = [0, 15, 16, 17, 1000, 2**20, 2**31 + 5, 2**40, 2**44 - 1, 2**44 + 1, 2**45 + 3]
+POSITIONS += [2**53 + 1, 2**56 + 8, 2**62 + 2**40, 2**63 - 1, -1, -16, -(2**33), -(2**50), -(2**63)]
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_positions_outside_the_cache_are_computed(dtype) -> None:
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_positions_outside_the_cache_are_computed(dtype, interleaved) -> None:
     cache, inv_freq, mscale = tables(64, 16)
-    positions = torch.tensor(
-        [0, 15, 16, 17, 1000, 2**20, 2**31 + 5, 2**40, -1, -16, -(2**33), 7], dtype=torch.int64
-    )
+    positions = torch.tensor(POSITIONS, dtype=torch.int64)[:, None]
     x = randn(positions.numel(), 3, 64, dtype=dtype)
-    out = ops.rotate(x, cache, inv_freq, mscale, positions[:, None])
-    want = reference.rotate(x, inv_freq, mscale, positions[:, None])
-    if dtype == torch.float64:
-        # the float64 angle itself is only good to ~1e-16 * |angle| (2e-4 rad at 2^40 * 0.9)
-        torch.testing.assert_close(out, want, atol=1e-3, rtol=0)
-        near = positions.abs() < 2**21
-        assert_matches_reference(out[near], want[near], x[near], mscale)
-    else:
-        assert_matches_reference(out, want, x, mscale)
+    want = reference.rotate(x, inv_freq, mscale, positions, interleaved)
+    out = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
+    assert_matches_reference(out, want, x, mscale)
+    ops.rotate_inplace(x, None, cache, inv_freq, mscale, positions, interleaved)
+    assert torch.equal(x, out)
+
+
+def test_cos_sin_of_far_angles_are_bounded_and_accurate() -> None:
+    # each position against many frequencies: the vectorized lanes and the scalar tail (half = 37)
+    # meet angles on both sides of the 2^44 limit in one vector
+    inv_freq = yarn_ext.yarn_inv_freq(74, 1e6, 8.0, 4096)
+    cache = ops.build_cos_sin_cache(inv_freq, 1, 1.0)
+    positions = torch.tensor(POSITIONS, dtype=torch.int64)[:, None]
+    ones = torch.zeros(positions.numel(), 1, 74, dtype=torch.float64)
+    ones[..., :37] = 1.0  # rotating (1, 0) pairs gives (cos, sin)
+    out = ops.rotate(ones, cache, inv_freq, 1.0, positions)
+    cos, sin = reference.cos_sin(positions, inv_freq, 1.0)
+    assert (out[..., :37] - cos).abs().max() < 1e-15
+    assert (out[..., 37:] - sin).abs().max() < 1e-15
+    assert ((out[..., :37] ** 2 + out[..., 37:] ** 2 - 1).abs() < 1e-15).all()
 
 
 def test_on_the_fly_values_equal_cached_values_bit_for_bit() -> None:

@@ -15,6 +15,7 @@ YARN_ISA_NAMESPACE_BEGIN
 template <>
 struct Arith<at::vec::Vectorized<double>> {
   using Vec = at::vec::Vectorized<double>;
+  using Mask = Vec;  // all bits set in a lane where the condition holds, as ATen compares
 
   // ATen's AVX2/AVX512 fmadd is one fused instruction; its generic fallback rounds twice, so
   // other builds fuse lane by lane.
@@ -32,8 +33,14 @@ struct Arith<at::vec::Vectorized<double>> {
     return lanes(a, b, c, [](double x, double y, double z) { return std::fma(-x, y, z); });
 #endif
   }
-  static Vec round(const Vec& x) { return x.round(); }  // to nearest, ties to even
+  static Vec mul(const Vec& a, const Vec& b) { return a * b; }  // (-ffp-contract=off)
+  static Vec round(const Vec& x) { return x.round(); }          // to nearest, ties to even
   static Vec abs(const Vec& x) { return x.abs(); }
+  static Mask above(const Vec& x, double limit) { return x > Vec(limit); }
+  // zero_mask has a bit for each lane that compares equal to 0.0; a set lane (all bits, a NaN)
+  // never does.
+  static bool any(const Mask& m) { return m.zero_mask() != (1 << Vec::size()) - 1; }
+  static Vec select(const Mask& m, const Vec& a, const Vec& b) { return Vec::blendv(b, a, m); }
 
  private:
   template <typename F>

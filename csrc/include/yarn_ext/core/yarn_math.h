@@ -99,17 +99,37 @@ struct Arith;
 
 template <>
 struct Arith<double> {
+  using Mask = bool;
   YARN_HOST_DEVICE static double fma(double a, double b, double c) { return ::fma(a, b, c); }
   YARN_HOST_DEVICE static double fnma(double a, double b, double c) { return ::fma(-a, b, c); }
+  // A product rounded on its own: nvcc contracts a * b + c into an fma by default, which would
+  // break the exact products and sums of the far reduction below.
+  YARN_HOST_DEVICE static double mul(double a, double b) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+  }
   YARN_HOST_DEVICE static double round(double x) { return rint(x); }  // to nearest, ties to even
   YARN_HOST_DEVICE static double abs(double x) { return fabs(x); }
+  YARN_HOST_DEVICE static Mask above(double x, double limit) { return x > limit; }
+  YARN_HOST_DEVICE static bool any(Mask m) { return m; }
+  YARN_HOST_DEVICE static double select(Mask m, double a, double b) { return m ? a : b; }
 };
 
-// pi split in two doubles (Cody-Waite): angle - k * pi is formed with an error far below one ulp
-// of the result, even for angles of 1e6 radians (position 2^20) and more.
+// pi as an unevaluated sum of three doubles, kPiHi + kPiLo + kPiTail (each the double nearest
+// to what the ones before leave), 1e-49 from pi: kPiHi + kPiLo alone reduces angles up to
+// kFarAngle with an error far below one ulp of the result; kPiTail serves the larger ones.
 constexpr double kPiHi = 3.141592653589793;
 constexpr double kPiLo = 1.2246467991473532e-16;
+constexpr double kPiTail = -2.9947698097183397e-33;
 constexpr double kInvPi = 0.3183098861837907;
+// Up to 2^44 radians, angle / pi is formed to within 1.3e-3, so round() finds the nearest
+// multiple or, next to a tie, its neighbour: the remainder stays within pi/2 + 4e-3, where the
+// series below are accurate. Past it (positions beyond ~2^44: padding sentinels, int64's
+// extremes) the quotient is off by up to 2^-52 of itself, and the remainder needs a second pass.
+constexpr double kFarAngle = 17592186044416.0;  // 2^44
 
 template <typename T>
 struct CosSin {
@@ -117,17 +137,88 @@ struct CosSin {
   T sin;
 };
 
+// angle = k * pi + r: the remainder r, |r| <= pi/2 (+4e-3), and (-1)^k.
+template <typename T>
+struct Reduced {
+  T r;
+  T sign;
+};
+
+// (-1)^k for an integer-valued k: k - 2 * round(k / 2) is -1, 0 or 1, exactly, for every k
+// (past 2^53 every double is even).
+template <typename T>
+YARN_HOST_DEVICE inline T sign_of_turns(T turns) {
+  using A = Arith<T>;
+  const T parity = A::abs(A::fnma(T(2.0), A::round(turns * T(0.5)), turns));
+  return A::fnma(T(2.0), parity, T(1.0));
+}
+
+// Cody-Waite with pi in two parts: exact enough for |angle| <= kFarAngle.
+template <typename T>
+YARN_HOST_DEVICE inline Reduced<T> reduce_near(T angle) {
+  using A = Arith<T>;
+  const T turns = A::round(angle * T(kInvPi));
+  const T r = A::fnma(turns, T(kPiLo), A::fnma(turns, T(kPiHi), angle));
+  return {r, sign_of_turns(turns)};
+}
+
+// a + b = sum + error exactly (Knuth's two-sum; adds only, so nothing can be fused).
+template <typename T>
+struct TwoSum {
+  T sum;
+  T error;
+};
+template <typename T>
+YARN_HOST_DEVICE inline TwoSum<T> two_sum(T a, T b) {
+  const T sum = a + b;
+  const T b_part = sum - a;
+  const T a_part = sum - b_part;
+  return {sum, (a - a_part) + (b - b_part)};
+}
+
+// For |angle| > kFarAngle (up to about 2^70, far past any int64 position times a frequency):
+// turns = round(angle / pi) may be off by a few thousand, so first angle - turns * pi is formed
+// as an unevaluated sum hi + lo with pi in three parts - the products split exactly by fma,
+// angle - turns * kPiHi exact by Sterbenz's lemma, the sums by two_sum - and then hi + lo,
+// at most a few thousand radians, is reduced again as a near angle. The result is within a few
+// float64 ulps of the true remainder of the float64 angle, as torch.cos would reduce it.
+template <typename T>
+YARN_HOST_DEVICE inline Reduced<T> reduce_far(T angle) {
+  using A = Arith<T>;
+  const T turns = A::round(angle * T(kInvPi));
+  const T hi_product = A::mul(turns, T(kPiHi));
+  const T hi_error = A::fnma(turns, T(kPiHi), hi_product);  // hi_product - turns * kPiHi
+  const T lo_product = A::mul(turns, T(kPiLo));
+  const T lo_error = A::fnma(turns, T(kPiLo), lo_product);  // lo_product - turns * kPiLo
+  // angle - turns * pi = (angle - hi_product) + hi_error - lo_product + lo_error - turns * tail
+  const TwoSum<T> first = two_sum(angle - hi_product, hi_error);
+  const TwoSum<T> second = two_sum(first.sum, T(0.0) - lo_product);
+  const T lo = A::fnma(turns, T(kPiTail), (first.error + second.error) + lo_error);
+  const T hi = second.sum;
+  const T more_turns = A::round(hi * T(kInvPi));
+  const T r = A::fnma(more_turns, T(kPiLo), A::fnma(more_turns, T(kPiHi), hi) + lo);
+  return {r, sign_of_turns(turns) * sign_of_turns(more_turns)};
+}
+
 // cos(angle) * scale and sin(angle) * scale in float64, for T = double or a vector of doubles.
 // angle = k * pi + r with |r| <= pi/2, so cos(angle) = (-1)^k cos(r) and likewise sin; on
 // [-pi/2, pi/2] the Taylor series to r^21 (sin) and r^22 (cos) are within 1.2e-18 of the true
 // values, so what is left is the rounding of a few float64 operations (about 1e-16): far below
 // the float32 cache's half ulp, and float64-accurate for float64 inputs. Written with
-// multiply-adds only (no libm), so that CPU vectors can evaluate it as well.
+// multiply-adds only (no libm), so that CPU vectors can evaluate it as well. Only angles past
+// kFarAngle (lanes of them, on a vector) take the longer reduction; the others give the same
+// bits whichever path their neighbours take.
 template <typename T>
 YARN_HOST_DEVICE inline CosSin<T> cos_sin_of_angle(T angle, T scale) {
   using A = Arith<T>;
-  const T turns = A::round(angle * T(kInvPi));
-  const T r = A::fnma(turns, T(kPiLo), A::fnma(turns, T(kPiHi), angle));
+  Reduced<T> reduced = reduce_near(angle);
+  const typename A::Mask far = A::above(A::abs(angle), kFarAngle);
+  if (A::any(far)) {
+    const Reduced<T> far_reduced = reduce_far(angle);
+    reduced = {A::select(far, far_reduced.r, reduced.r),
+               A::select(far, far_reduced.sign, reduced.sign)};
+  }
+  const T r = reduced.r;
   const T r2 = r * r;
   // sin(r) = r + r^3 * (-1/3! + r^2/5! - ... + r^18/21!)
   T s = T(1.0 / 51090942171709440000.0);
@@ -154,9 +245,7 @@ YARN_HOST_DEVICE inline CosSin<T> cos_sin_of_angle(T angle, T scale) {
   c = A::fma(c, r2, T(1.0 / 24.0));
   c = A::fma(c, r2, T(-1.0 / 2.0));
   c = A::fma(r2, c, T(1.0));
-  // (-1)^k from k's parity: k - 2 * round(k / 2) is -1, 0 or 1, exactly.
-  const T parity = A::abs(A::fnma(T(2.0), A::round(turns * T(0.5)), turns));
-  const T signed_scale = A::fnma(T(2.0), parity, T(1.0)) * scale;
+  const T signed_scale = reduced.sign * scale;
   return {c * signed_scale, s * signed_scale};
 }
 
