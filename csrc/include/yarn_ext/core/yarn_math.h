@@ -176,12 +176,13 @@ YARN_HOST_DEVICE inline TwoSum<T> two_sum(T a, T b) {
   return {sum, (a - a_part) + (b - b_part)};
 }
 
-// For |angle| > kFarAngle (up to about 2^70, far past any int64 position times a frequency):
-// turns = round(angle / pi) may be off by a few thousand, so first angle - turns * pi is formed
-// as an unevaluated sum hi + lo with pi in three parts - the products split exactly by fma,
-// angle - turns * kPiHi exact by Sterbenz's lemma, the sums by two_sum - and then hi + lo,
-// at most a few thousand radians, is reduced again as a near angle. The result is within a few
-// float64 ulps of the true remainder of the float64 angle, as torch.cos would reduce it.
+// For |angle| > kFarAngle: turns = round(angle / pi) may be off by up to 2^-52 of itself (a
+// few thousand at 2^64), so first angle - turns * pi is formed as an unevaluated sum hi + lo
+// with pi in three parts - the products split exactly by fma, angle - turns * kPiHi exact by
+// Sterbenz's lemma, the sums by two_sum - and then hi + lo is reduced again as a near angle.
+// The remainder is within 2^-52 (absolute) of the true remainder of the float64 angle for
+// |angle| up to about 2^100; YaRN's frequencies are at most about 1 (unless extrapolation_factor
+// is huge), so an int64 position times one stays below 2^64.
 template <typename T>
 YARN_HOST_DEVICE inline Reduced<T> reduce_far(T angle) {
   using A = Arith<T>;
@@ -201,8 +202,8 @@ YARN_HOST_DEVICE inline Reduced<T> reduce_far(T angle) {
 }
 
 // cos(angle) * scale and sin(angle) * scale in float64, for T = double or a vector of doubles.
-// angle = k * pi + r with |r| <= pi/2, so cos(angle) = (-1)^k cos(r) and likewise sin; on
-// [-pi/2, pi/2] the Taylor series to r^21 (sin) and r^22 (cos) are within 1.2e-18 of the true
+// angle = k * pi + r with |r| <= pi/2 (+4e-3), so cos(angle) = (-1)^k cos(r) and likewise sin;
+// on [-pi/2, pi/2] the Taylor series to r^21 (sin) and r^22 (cos) are within 1.2e-18 of the true
 // values, so what is left is the rounding of a few float64 operations (about 1e-16): far below
 // the float32 cache's half ulp, and float64-accurate for float64 inputs. Written with
 // multiply-adds only (no libm), so that CPU vectors can evaluate it as well. Only angles past
@@ -253,8 +254,10 @@ YARN_HOST_DEVICE inline CosSin<T> cos_sin_of_angle(T angle, T scale) {
 YARN_HOST_DEVICE inline void scaled_cos_sin(int64_t position, double frequency,
                                             double attention_scale, double* cos_out,
                                             double* sin_out) {
-  const CosSin<double> cs =
-      cos_sin_of_angle(static_cast<double>(position) * frequency, attention_scale);
+  // The angle rounded on its own (Arith::mul): were nvcc to fuse it into the far reduction's
+  // angle - turns * kPiHi, the exact product would be reduced instead of the float64 angle.
+  const double angle = Arith<double>::mul(static_cast<double>(position), frequency);
+  const CosSin<double> cs = cos_sin_of_angle(angle, attention_scale);
   *cos_out = cs.cos;
   *sin_out = cs.sin;
 }
