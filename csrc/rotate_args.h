@@ -1,14 +1,17 @@
-// Host side of the work-item rotation (core/rotate_work.h): turns validated RotationTasks into
-// the plain RotateArgs a launch (or the CPU emulation of one) walks. Shared by the CUDA kernel
-// and the CPU test hook, so both decide the vector path and the item counts the same way.
+// Host side of the CUDA rotation's work (core/token_work.h, core/rotate_work.h): turns validated
+// RotationTasks into the plain launch arguments a kernel (or the CPU emulation of one) walks.
+// Shared by the CUDA launcher and the CPU test hook, so both choose the path, the vector width,
+// the head slices and the launch geometry the same way.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "rotation_plan.h"
 #include "yarn_ext/core/rotate_work.h"
+#include "yarn_ext/core/token_work.h"
 
 namespace yarn_ext::detail {
 
@@ -18,6 +21,41 @@ namespace yarn_ext::detail {
 // their size (half % kVec == 0 aligns the rows; the base is checked, since a cache may be a view).
 bool vector_path(const RotationTask& first, const RotationTask* second, const at::Tensor& cache,
                  int64_t kVec, int64_t half);
+
+// A task's rows as tokens x heads (core/token_work.h): one head dimension (position stride 0)
+// and at most two token dimensions, after merging.
+struct TokenLayout {
+  int64_t tokens[2];  // outer and inner token dimension (size 1 where there is none)
+  int64_t in_token[2];
+  int64_t out_token[2];
+  int64_t positions_token[2];
+  int64_t heads;  // 1 where there is no head dimension
+  int64_t in_head;
+  int64_t out_head;
+};
+
+// The token layout of a task, or false where its rows do not group so.
+bool token_layout(const RotationTask& task, TokenLayout* layout);
+
+// Whether two tasks' tokens are the same tokens (same sizes, same positions), so that one launch
+// can rotate both with one cos/sin read per token.
+bool same_tokens(const TokenLayout& a, const TokenLayout& b);
+
+// Whether the token-major kernel takes these layouts (sizes within its 32-bit counters and
+// block shape).
+bool token_path_fits(const TokenLayout* const* layouts, int count, int64_t items_per_row);
+
+// Heads per thread for a token launch: all of them where the tokens alone fill the GPU
+// (`sm_count` multiprocessors), fewer where they do not, so that small calls still spread.
+int32_t heads_per_slice(int64_t num_tokens, int64_t items_per_row, int64_t total_heads,
+                        int sm_count);
+
+CosSinTables cos_sin_tables(const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
+                            bool inverse);
+
+// Items per row: rotated ones (kVec pairs each), then, out of place, the pass-through features
+// past the rotary dim, kVec at a time.
+int64_t items_per_row(const RotationTask& task, int64_t half, int64_t kVec);
 
 template <typename scalar_t>
 RotateOperand<scalar_t> rotate_operand(const RotationTask& task) {
@@ -30,11 +68,10 @@ RotateOperand<scalar_t> rotate_operand(const RotationTask& task) {
           task.output.stride(-1)};
 }
 
-// One launch over `first` and optionally `second` (q and k share positions and tables).
+// One generic launch over `first` and optionally `second` (q and k share positions and tables).
 template <typename scalar_t>
 RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* second,
-                                 const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                                 bool inverse, int64_t kVec) {
+                                 const CosSinTables& tables, int64_t kVec) {
   RotateArgs<scalar_t> args{};
   args.operands[0] = rotate_operand<scalar_t>(first);
   args.num_operands = 1;
@@ -43,36 +80,98 @@ RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* 
     args.num_operands = 2;
   }
   args.int32_positions = first.positions.defined() && first.positions.scalar_type() == at::kInt;
-  args.cache = cache.const_data_ptr<float>();
-  args.cache_positions = cache.size(0);
-  args.frequencies = inv_freq.const_data_ptr<double>();
-  args.mscale = mscale;
-  args.inverse = inverse;
-  args.half = inv_freq.size(0);
-  args.rotate_items = args.half / kVec;
-  // Out of place, the pass-through features past the rotary dim are copied too.
-  const int64_t pass = first.input.size(-1) - 2 * args.half;
-  const bool copies = !first.input.is_same(first.output);
-  args.items_per_row = args.rotate_items + (copies ? (pass + kVec - 1) / kVec : 0);
+  args.tables = tables;
+  args.rotate_items = tables.half / kVec;
+  args.items_per_row = items_per_row(first, tables.half, kVec);
   return args;
 }
 
-// Builds the launch arguments at the widest width the launch can take - 16-byte vectors
-// (kVec = 16 / sizeof(scalar_t)) where vector_path allows, else one element - and calls
-// run(std::integral_constant<int, width>{}, args). Returns whether the vector width was taken.
-template <typename scalar_t, typename Run>
-bool with_rotate_args(const RotationTask& first, const RotationTask* second,
-                      const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                      bool inverse, Run&& run) {
-  constexpr int kVec = 16 / sizeof(scalar_t);
-  if (vector_path(first, second, cache, kVec, inv_freq.size(0))) {
-    run(std::integral_constant<int, kVec>{},
-        rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, inverse, kVec));
-    return true;
+template <typename scalar_t>
+TokenOperand<scalar_t> token_operand(const RotationTask& task, const TokenLayout& layout) {
+  TokenOperand<scalar_t> op{};
+  op.in = task.input.const_data_ptr<scalar_t>();
+  op.out = task.output.mutable_data_ptr<scalar_t>();
+  for (int d = 0; d < 2; ++d) {
+    op.in_token_strides[d] = layout.in_token[d];
+    op.out_token_strides[d] = layout.out_token[d];
   }
-  run(std::integral_constant<int, 1>{},
-      rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, inverse, 1));
-  return false;
+  op.in_head_stride = layout.in_head;
+  op.out_head_stride = layout.out_head;
+  op.num_heads = static_cast<int32_t>(layout.heads);
+  return op;
+}
+
+// One token-major launch over `tasks` (one, or q and k with the same tokens).
+template <typename scalar_t>
+TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
+                                            const TokenLayout* const* layouts, int count,
+                                            const CosSinTables& tables, int64_t kVec,
+                                            int sm_count) {
+  TokenRotateArgs<scalar_t> args{};
+  int64_t heads = 0;
+  for (int o = 0; o < count; ++o) {
+    args.operands[o] = token_operand<scalar_t>(*tasks[o], *layouts[o]);
+    heads += layouts[o]->heads;
+  }
+  args.num_operands = count;
+  args.tables = tables;
+  const RotationTask& first = *tasks[0];
+  const TokenLayout& layout = *layouts[0];
+  args.positions = first.positions.defined() ? first.positions.const_data_ptr() : nullptr;
+  args.int32_positions = first.positions.defined() && first.positions.scalar_type() == at::kInt;
+  args.position_strides[0] = layout.positions_token[0];
+  args.position_strides[1] = layout.positions_token[1];
+  const int64_t tokens = layout.tokens[0] * layout.tokens[1];
+  args.num_tokens = static_cast<int32_t>(tokens);
+  args.inner_tokens = static_cast<int32_t>(layout.tokens[1]);
+  args.rotate_items = static_cast<int32_t>(tables.half / kVec);
+  const int64_t items = items_per_row(first, tables.half, kVec);
+  args.items_per_row = static_cast<int32_t>(items);
+  args.heads_per_slice = heads_per_slice(tokens, items, heads, sm_count);
+  args.tokens_per_block =
+      static_cast<int32_t>(std::max<int64_t>(1, std::min(kTokenBlockThreads / items, tokens)));
+  return args;
+}
+
+// Builds the launch arguments for the fastest path the tasks allow and calls
+// run(std::integral_constant<int, kVec>{}, args) for each launch, args being TokenRotateArgs
+// (token-major, kVec = 16 / sizeof(scalar_t)) or RotateArgs (generic, kVec of 16 bytes or 1).
+// q and k go in one launch, except on the token path when their tokens differ; empty tensors
+// get none. `sm_count` sizes the token path's head slices.
+template <typename scalar_t, typename Run>
+void with_rotate_args(const RotationTask& first, const RotationTask* second,
+                      const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
+                      bool inverse, int sm_count, Run&& run) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  const RotationTask* tasks[2];
+  int count = 0;
+  for (const RotationTask* task : {&first, second}) {
+    if (task != nullptr && task->input.numel() > 0) tasks[count++] = task;
+  }
+  if (count == 0) return;
+  const RotationTask* other = count == 2 ? tasks[1] : nullptr;
+  const CosSinTables tables = cos_sin_tables(cache, inv_freq, mscale, inverse);
+  if (!vector_path(*tasks[0], other, cache, kVec, tables.half)) {
+    run(std::integral_constant<int, 1>{}, rotate_args<scalar_t>(*tasks[0], other, tables, 1));
+    return;
+  }
+  TokenLayout layouts[2];
+  const TokenLayout* layout_of[2] = {&layouts[0], &layouts[1]};
+  bool tokens = true;
+  for (int o = 0; o < count; ++o) tokens = tokens && token_layout(*tasks[o], &layouts[o]);
+  if (!tokens || !token_path_fits(layout_of, count, items_per_row(*tasks[0], tables.half, kVec))) {
+    run(std::integral_constant<int, kVec>{}, rotate_args<scalar_t>(*tasks[0], other, tables, kVec));
+    return;
+  }
+  if (count == 1 || same_tokens(layouts[0], layouts[1])) {
+    run(std::integral_constant<int, kVec>{},
+        token_rotate_args<scalar_t>(tasks, layout_of, count, tables, kVec, sm_count));
+    return;
+  }
+  for (int o = 0; o < count; ++o) {
+    run(std::integral_constant<int, kVec>{},
+        token_rotate_args<scalar_t>(&tasks[o], &layout_of[o], 1, tables, kVec, sm_count));
+  }
 }
 
 }  // namespace yarn_ext::detail

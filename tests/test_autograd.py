@@ -73,15 +73,20 @@ def test_inverse_undoes_the_rotation(interleaved) -> None:
     torch.testing.assert_close(back, x * mscale**2, rtol=1e-12, atol=1e-12)
 
 
-def test_cuda_work_items_rotate_inverse_too() -> None:
-    # The CUDA kernel's work-item function, run on the CPU: the inverse flag on its vector path.
+@pytest.mark.parametrize(
+    ("view", "path"),
+    [(lambda t: t[..., :64], "tokens"), (lambda t: t[..., 1:65], "generic_scalar")],
+)
+def test_cuda_work_rotates_inverse_too(view, path) -> None:
+    # The CUDA kernels' work, run on the CPU: the inverse flag on the token-major path and on
+    # the generic one.
     cache, inv_freq, mscale = tables(64, 32)
-    x = randn(2, 40, 64)
+    x = view(randn(2, 40, 72))
     positions = torch.arange(-5, 35)
-    out, vector_path = yarn_ext._C._emulate_cuda_rotate(
+    out, launches = yarn_ext._C._emulate_cuda_rotate(
         x, cache, inv_freq, mscale, positions, False, inverse=True
     )
-    assert vector_path
+    assert [launch["path"] for launch in launches] == [path]
     want = reference.rotate(x, inv_freq, mscale, positions, inverse=True)
     assert_matches_reference(out, want, x, mscale)
 

@@ -1,24 +1,40 @@
-// Test hooks: the CUDA rotation's work items (core/rotate_work.h) run serially on the CPU, with
-// the same argument building and vector-path decision as the CUDA launcher, so that the CPU
-// tests exercise the GPU's index arithmetic where no GPU is at hand. Not part of the API.
+// Test hooks: the CUDA rotation's work (core/token_work.h, core/rotate_work.h) runs serially on
+// the CPU, with the same path choice, argument building and launch geometry as the CUDA
+// launcher (rotate_args.h), so that the CPU tests exercise the GPU's index arithmetic where no
+// GPU is at hand. Not part of the API.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace yarn_ext::testing {
 
-// Out of place; returns whether the 16-byte vector path was taken.
-bool emulate_cuda_rotate(const at::Tensor& x, at::Tensor& out, const at::Tensor& cos_sin_cache,
-                         const at::Tensor& inv_freq, double mscale,
-                         const std::optional<at::Tensor>& positions, bool interleaved,
-                         bool inverse);
+// One launch as the CUDA launcher would make it.
+struct EmulatedLaunch {
+  std::string path;  // "tokens", "generic_vector" or "generic_scalar"
+  int64_t grid_x = 0, grid_y = 0, block_x = 0, block_y = 0;  // tokens path only
+  int64_t heads_per_slice = 0;                               // tokens path only
+  int64_t operands = 0;                                      // tensors in the launch
+};
 
-// q and optional k in place, as one launch; returns whether the vector path was taken.
-bool emulate_cuda_rotate_inplace(const at::Tensor& q, const std::optional<at::Tensor>& k,
-                                 const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
-                                 double mscale, const std::optional<at::Tensor>& positions,
-                                 bool interleaved);
+// Out of place into `out`; `sm_count` stands for the GPU's multiprocessors (it sizes the token
+// path's head slices).
+std::vector<EmulatedLaunch> emulate_cuda_rotate(const at::Tensor& x, at::Tensor& out,
+                                                const at::Tensor& cos_sin_cache,
+                                                const at::Tensor& inv_freq, double mscale,
+                                                const std::optional<at::Tensor>& positions,
+                                                bool interleaved, bool inverse, int sm_count);
+
+// q and optional k in place.
+std::vector<EmulatedLaunch> emulate_cuda_rotate_inplace(const at::Tensor& q,
+                                                        const std::optional<at::Tensor>& k,
+                                                        const at::Tensor& cos_sin_cache,
+                                                        const at::Tensor& inv_freq, double mscale,
+                                                        const std::optional<at::Tensor>& positions,
+                                                        bool interleaved, int sm_count);
 
 }  // namespace yarn_ext::testing

@@ -19,6 +19,20 @@ namespace py = pybind11;
 
 namespace {
 
+py::list launch_dicts(const std::vector<yarn_ext::testing::EmulatedLaunch>& launches) {
+  py::list out;
+  for (const auto& launch : launches) {
+    py::dict d;
+    d["path"] = launch.path;
+    d["grid"] = py::make_tuple(launch.grid_x, launch.grid_y);
+    d["block"] = py::make_tuple(launch.block_x, launch.block_y);
+    d["heads_per_slice"] = launch.heads_per_slice;
+    d["operands"] = launch.operands;
+    out.append(d);
+  }
+  return out;
+}
+
 // The dispatch keys that have a yarn_ext::rotate kernel in this build, for `python -m yarn_ext`.
 std::vector<std::string> built_backends() {
   std::vector<std::string> keys;
@@ -112,17 +126,27 @@ PYBIND11_MODULE(_C, m) {
     return py::make_tuple(outputs, cos, sin, rope->inv_freq(), rope->cos_sin_cache(), rope->scale(),
                           rope->mscale());
   });
-  // Test hooks (tests/test_cuda_emulation.py): the CUDA kernel's work items, run on the CPU.
+  // Test hooks (tests/test_cuda_emulation.py): the CUDA kernels' work, run on the CPU. Each
+  // returns the launches the CUDA launcher would make, as dicts (path, geometry).
   m.def(
       "_emulate_cuda_rotate",
       [](const at::Tensor& x, const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-         const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
+         const std::optional<at::Tensor>& positions, bool interleaved, bool inverse, int sm_count) {
         at::Tensor out;
-        const bool vector_path = yarn_ext::testing::emulate_cuda_rotate(
-            x, out, cache, inv_freq, mscale, positions, interleaved, inverse);
-        return py::make_tuple(out, vector_path);
+        const auto launches = yarn_ext::testing::emulate_cuda_rotate(
+            x, out, cache, inv_freq, mscale, positions, interleaved, inverse, sm_count);
+        return py::make_tuple(out, launch_dicts(launches));
       },
       py::arg("x"), py::arg("cache"), py::arg("inv_freq"), py::arg("mscale"), py::arg("positions"),
-      py::arg("interleaved"), py::arg("inverse") = false);
-  m.def("_emulate_cuda_rotate_inplace", &yarn_ext::testing::emulate_cuda_rotate_inplace);
+      py::arg("interleaved"), py::arg("inverse") = false, py::arg("sm_count") = 132);
+  m.def(
+      "_emulate_cuda_rotate_inplace",
+      [](const at::Tensor& q, const std::optional<at::Tensor>& k, const at::Tensor& cache,
+         const at::Tensor& inv_freq, double mscale, const std::optional<at::Tensor>& positions,
+         bool interleaved, int sm_count) {
+        return launch_dicts(yarn_ext::testing::emulate_cuda_rotate_inplace(
+            q, k, cache, inv_freq, mscale, positions, interleaved, sm_count));
+      },
+      py::arg("q"), py::arg("k"), py::arg("cache"), py::arg("inv_freq"), py::arg("mscale"),
+      py::arg("positions"), py::arg("interleaved"), py::arg("sm_count") = 132);
 }

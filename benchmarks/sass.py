@@ -1,0 +1,472 @@
+"""The static report: what yarn_ext's CUDA kernels compile to, and whether the rotation's fast
+path can keep up with the memory of an H100/H200 (docs/static-report.md explains the method).
+
+    python -m benchmarks.sass                 # the installed library (built for sm_90, sm_100)
+    python -m benchmarks.sass --compile       # compile the CUDA sources for the two first
+    python -m benchmarks.sass --check         # exit 1 on a failed target (CI)
+
+For every kernel and architecture it prints registers, stack, local memory and the local-memory
+instructions (spills: LDL/STL) of the kernel and what it calls; for the rotation kernels the
+instructions of one iteration of each rotate loop per 16-byte work item and the float
+operations of the rotation in it; for the token-major fast path the per-thread setup outside
+its loops and the resulting instructions per item, as a share of the H100 and H200 issue
+budgets.
+
+Tools: cuobjdump and nvdisasm, from the toolkit or from the package registry
+(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ("sm_90", "sm_100")
+
+# Issue budget of a 16-byte work item: it moves 64 bytes of DRAM traffic (16 bytes of each of
+# its two runs read and written; cos/sin reads hit L1/L2, reused across heads). Thread
+# instructions the SMs can issue while DRAM moves 64 bytes: SMs x 4 schedulers x clock x 32
+# threads x 64 / bandwidth.
+ITEM_BYTES = 64
+GPUS = {
+    "H200": {"bandwidth": 4.8e12, "sms": 132, "clock": 1.98e9},
+    "H100 SXM": {"bandwidth": 3.35e12, "sms": 132, "clock": 1.98e9},
+}
+MAX_PER_ITEM = 150  # the fast path's target: about a third of the H200 budget
+# Heads a fast-path thread walks in the headline case: 32 q + 8 k heads, head_dim 128, bf16, at
+# 16384 tokens on an H200 (rotate_args.cpp's heads_per_slice: 16384 x 8 items = 131072 threads
+# for one slice of 132 x 2048 wanted, so 3 slices of 14 heads) and at 131072 tokens (one slice).
+HEADS_PER_THREAD = (14, 40)
+
+
+def budget(gpu: str) -> float:
+    g = GPUS[gpu]
+    issue_rate = g["sms"] * 4 * g["clock"] * 32
+    return issue_rate * ITEM_BYTES / g["bandwidth"]
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str:
+    """The tool on PATH, in the pip packages (site-packages/nvidia/cu*/bin) or the toolkit."""
+    found = shutil.which(name)
+    if found:
+        return found
+    import site
+
+    roots = [*site.getsitepackages(), site.getusersitepackages()]
+    for root in roots:
+        for candidate in sorted(Path(root).glob(f"nvidia/cu*/bin/{name}")):
+            return str(candidate)
+    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if home and (Path(home) / "bin" / name).exists():
+            return str(Path(home) / "bin" / name)
+    raise SystemExit(
+        f"benchmarks.sass: {name} not found (pip install nvidia-cuda-cuobjdump "
+        "nvidia-cuda-nvdisasm)"
+    )
+
+
+def run(*command: str, cwd: Path | None = None) -> str:
+    return subprocess.run(command, check=True, capture_output=True, text=True, cwd=cwd).stdout
+
+
+def demangle(names: list[str]) -> dict[str, str]:
+    if not names or shutil.which("c++filt") is None:
+        return {n: n for n in names}
+    out = run("c++filt", *names).splitlines()
+    return dict(zip(names, out, strict=True))
+
+
+# --- the binary -----------------------------------------------------------------------------
+
+
+def installed_library() -> Path:
+    import yarn_ext
+
+    return Path(yarn_ext.__file__).parent / "lib" / "libyarn_ext.so"
+
+
+def compile_objects(archs: tuple[str, ...], build: Path) -> list[Path]:
+    """The CUDA objects of libyarn_ext, built by CMakeLists.txt (the project's own flags) for
+    `archs` only."""
+    import torch
+
+    arch_list = ";".join(f"{a[3:-1]}.{a[-1]}" for a in archs)  # sm_90 -> 9.0
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=arch_list)
+    cmake = shutil.which("cmake") or "cmake"
+    subprocess.run(
+        [
+            cmake,
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build),
+            "-G",
+            "Ninja",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            "-DYARN_EXT_CUDA=ON",
+            "-DYARN_EXT_BUILD_TESTS=OFF",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    targets = ["CMakeFiles/yarn_ext.dir/csrc/cuda/cache_kernel.cu.o"]
+    targets.append("CMakeFiles/yarn_ext.dir/csrc/cuda/rotate_kernel.cu.o")
+    subprocess.run(["ninja", "-C", str(build), *targets], check=True, env=env)
+    return [build / t for t in targets]
+
+
+@dataclass
+class Instruction:
+    address: int
+    opcode: str  # with modifiers: LDG.E.128
+    text: str
+    target: str | None = None  # branch target label
+
+
+@dataclass
+class Function:
+    """A kernel's code, and the code of the functions it calls (in its section)."""
+
+    arch: str
+    name: str
+    body: list[Instruction] = field(default_factory=list)
+    callees: list[Instruction] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+    resources: dict[str, int] = field(default_factory=dict)
+
+
+INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*);")
+LABEL = re.compile(r"^(\.L_x_\d+):")
+BRANCH_TARGET = re.compile(r"`\((\.L_x_\d+)\)")
+
+
+def disassemble(cubin: Path, arch: str, nvdisasm: str) -> dict[str, Function]:
+    functions: dict[str, Function] = {}
+    current: Function | None = None
+    in_callee = False
+    pending: list[str] = []
+    for line in run(nvdisasm, "-c", str(cubin)).splitlines():
+        stripped = line.strip()
+        if stripped.startswith(".text."):
+            name = stripped[len(".text.") :].rstrip(":")
+            current = functions.setdefault(name, Function(arch, name))
+            in_callee = False
+            continue
+        if current is None:
+            continue
+        if stripped.startswith("$") and stripped.endswith(":"):
+            in_callee = True  # a called function, placed after the kernel in its section
+            continue
+        label = LABEL.match(stripped)
+        if label:
+            pending.append(label.group(1))
+            continue
+        match = INSTRUCTION.search(line)
+        if not match:
+            continue
+        target = BRANCH_TARGET.search(match.group(3))
+        instruction = Instruction(
+            int(match.group(1), 16),
+            match.group(2),
+            stripped,
+            target.group(1) if target else None,
+        )
+        for name in pending:
+            current.labels[name] = instruction.address
+        pending = []
+        (current.callees if in_callee else current.body).append(instruction)
+    return functions
+
+
+def resource_usage(binary: Path, cuobjdump: str) -> dict[tuple[str, str], dict[str, int]]:
+    """(arch, kernel) -> REG, STACK, LOCAL, SHARED from cuobjdump --dump-resource-usage."""
+    usage: dict[tuple[str, str], dict[str, int]] = {}
+    arch = ""
+    name = ""
+    for line in run(cuobjdump, "--dump-resource-usage", str(binary)).splitlines():
+        line = line.strip()
+        if line.startswith("arch = "):
+            arch = line.split("=", 1)[1].strip()
+        elif line.startswith("Function "):
+            name = line[len("Function ") :].rstrip(":")
+        elif line.startswith("REG:") and name:
+            fields = dict(re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line))
+            usage[(arch, name)] = {k: int(v) for k, v in fields.items()}
+            name = ""
+    return usage
+
+
+def cubins(binary: Path, cuobjdump: str, into: Path) -> list[tuple[str, Path]]:
+    run(cuobjdump, "-xelf", "all", str(binary.resolve()), cwd=into)
+    found = []
+    for path in sorted(into.glob("*.cubin")):
+        arch = re.search(r"\.(sm_\d+a?)\.cubin$", path.name)
+        if arch:
+            found.append((arch.group(1), path))
+    return found
+
+
+# --- analysis -------------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    start: int
+    end: int
+    instructions: list[Instruction]
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for i in self.instructions if i.opcode.split(".")[0] == prefix)
+
+    def stores(self) -> list[Instruction]:
+        return [i for i in self.instructions if i.opcode.startswith("STG")]
+
+    def is_rotation(self) -> bool:
+        return any(i.opcode.split(".")[0] in ("FMUL", "DMUL") for i in self.instructions)
+
+
+def loops(function: Function) -> list[Loop]:
+    """Every loop: a back edge (a branch to a label at or before it) and what lies between."""
+    body = function.body
+    spans = set()
+    for instruction in body:
+        if instruction.opcode.startswith("BRA") and instruction.target:
+            start = function.labels.get(instruction.target)
+            if start is not None and start <= instruction.address:
+                spans.add((start, instruction.address))
+    return [Loop(s, e, [i for i in body if s <= i.address <= e]) for s, e in sorted(spans)]
+
+
+def rotation_loops(all_loops: list[Loop]) -> list[Loop]:
+    """The loops that rotate (float multiplies in them) and hold no smaller such loop: the
+    token path's head loops; the generic path's grid-stride loop (its row-offset loop inside
+    it, counted once)."""
+    rotating = [loop for loop in all_loops if loop.is_rotation()]
+    return [
+        loop
+        for loop in rotating
+        if not any(
+            other is not loop and loop.start <= other.start and other.end <= loop.end
+            for other in rotating
+        )
+    ]
+
+
+# (rotate_kernel: the single rotation kernel of earlier versions, for before/after reports)
+KERNEL = re.compile(
+    r"(rotate_tokens_kernel|rotate_generic_kernel|rotate_kernel|build_cos_sin_cache_kernel)"
+)
+TEMPLATE = re.compile(r"<(.*)>\(")
+DTYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "double": "fp64"}
+
+
+@dataclass
+class Row:
+    arch: str
+    kernel: str
+    variant: str
+    regs: int
+    stack: int
+    local: int
+    local_instructions: int  # LDL/STL in the kernel and its callees
+    per_item: float | None = None  # rotate loop, instructions per 16-byte item
+    setup: int | None = None  # fast path: instructions outside its loops, at most
+    rotation_ops: str = ""
+    fused: int = 0  # FFMA/DFMA in rotate loops: the rotation must round each op alone
+    problems: list[str] = field(default_factory=list)
+
+    def at_heads(self, heads: int) -> float | None:
+        if self.per_item is None or self.setup is None:
+            return None
+        return self.per_item + self.setup / heads
+
+
+def variant_of(demangled: str) -> str:
+    args = TEMPLATE.search(demangled)
+    if not args:
+        return ""
+    parts = [p.strip() for p in args.group(1).split(",")]
+    dtype = DTYPES.get(parts[0], parts[0])
+    text = [dtype, f"{parts[1]}/item"] if len(parts) > 1 else [dtype]
+    if len(parts) > 2:
+        text.append("GPT-J" if parts[2] == "true" else "NeoX")
+    if len(parts) > 3:
+        text.append("in place" if parts[3] == "true" else "out of place")
+    return " ".join(text)
+
+
+def analyse(function: Function, demangled: str) -> Row:
+    kernel = KERNEL.search(demangled)
+    res = function.resources
+    everything = function.body + function.callees
+    local_instructions = sum(1 for i in everything if i.opcode.split(".")[0] in ("LDL", "STL"))
+    row = Row(
+        function.arch,
+        kernel.group(1) if kernel else demangled,
+        variant_of(demangled),
+        res.get("REG", -1),
+        res.get("STACK", -1),
+        res.get("LOCAL", -1),
+        local_instructions,
+    )
+    if row.stack or row.local or local_instructions:
+        row.problems.append(
+            f"local memory: stack {row.stack}, local {row.local}, LDL/STL {local_instructions}"
+        )
+    if row.kernel == "build_cos_sin_cache_kernel":
+        return row
+    every_loop = loops(function)
+    rotations = rotation_loops(every_loop)
+    if not rotations:
+        row.problems.append("no rotate loop found")
+        return row
+    # items per iteration: an item stores its two runs (16-byte vectors, or single elements)
+    per_item = []
+    for loop in rotations:
+        items = max(1, len(loop.stores()) // 2)
+        per_item.append(len(loop.instructions) / items)
+        # (float64 kernels: DFMA; the float64 cos/sin math is out of line, not in the loop)
+        row.fused += loop.count("DFMA" if row.variant.startswith("fp64") else "FFMA")
+    row.per_item = max(per_item)
+    worst = rotations[per_item.index(row.per_item)]
+    row.rotation_ops = " ".join(
+        f"{op} {worst.count(op)}"
+        for op in ("FMUL", "FADD", "FFMA", "DMUL", "DADD", "DFMA")
+        if worst.count(op)
+    )
+    if row.fused:
+        row.problems.append(f"{row.fused} fused multiply-adds in the rotation")
+    if row.kernel == "rotate_tokens_kernel":
+        inside = {i.address for loop in every_loop for i in loop.instructions}
+        row.setup = sum(1 for i in function.body if i.address not in inside)
+        worst_case = row.at_heads(min(HEADS_PER_THREAD))
+        if worst_case is not None and worst_case > MAX_PER_ITEM:
+            row.problems.append(f"{worst_case:.0f} instructions per item > {MAX_PER_ITEM}")
+    return row
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def report(rows: list[Row]) -> list[str]:
+    b200, b100 = budget("H200"), budget("H100 SXM")
+    lines = [
+        f"Issue budget per 16-byte item ({ITEM_BYTES} B of DRAM traffic): H200 {b200:.0f}, "
+        f"H100 SXM {b100:.0f} thread-instructions; fast-path target {MAX_PER_ITEM}.",
+        "",
+        "| arch | kernel | variant | regs | stack | local | LDL/STL | loop/item | setup "
+        f"| per item @{HEADS_PER_THREAD[0]} heads | @{HEADS_PER_THREAD[1]} | % H200 | % H100 "
+        "| rotation ops (worst loop) | ok |",
+        "|" + "---|" * 15,
+    ]
+    for r in rows:
+        at_few, at_many = (r.at_heads(h) for h in HEADS_PER_THREAD)
+
+        def num(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0f}"
+
+        def share(value: float | None, whole: float) -> str:
+            return "-" if value is None else f"{100 * value / whole:.0f}%"
+
+        headline = at_few if at_few is not None else r.per_item
+        cells = [
+            r.arch,
+            r.kernel,
+            r.variant,
+            str(r.regs),
+            str(r.stack),
+            str(r.local),
+            str(r.local_instructions),
+            num(r.per_item),
+            num(r.setup),
+            num(at_few),
+            num(at_many),
+            share(headline, b200),
+            share(headline, b100),
+            r.rotation_ops or "-",
+            "ok" if not r.problems else "; ".join(r.problems),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--library", type=Path, help="a built libyarn_ext.so (default: installed)")
+    source.add_argument(
+        "--compile", action="store_true", help="compile the CUDA sources for --arch instead"
+    )
+    parser.add_argument("--arch", nargs="*", default=list(ARCHS), help="default: sm_90 sm_100")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args()
+    cuobjdump, nvdisasm = find_tool("cuobjdump"), find_tool("nvdisasm")
+    archs = tuple(args.arch)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.compile:
+            binaries = compile_objects(archs, work / "build")
+        else:
+            binaries = [args.library or installed_library()]
+        functions: dict[tuple[str, str], Function] = {}
+        for binary in binaries:
+            usage = resource_usage(binary, cuobjdump)
+            unpacked = work / binary.name.replace(".", "_")
+            unpacked.mkdir()
+            for arch, cubin in cubins(binary, cuobjdump, unpacked):
+                if arch not in archs:
+                    continue
+                for name, function in disassemble(cubin, arch, nvdisasm).items():
+                    function.resources = usage.get((arch, name), {})
+                    functions[(arch, name)] = function
+    names = demangle(sorted({name for _, name in functions}))
+    rows = [
+        analyse(functions[key], names[key[1]])
+        for key in sorted(functions, key=lambda k: (k[0], names[k[1]]))
+    ]
+    rows.sort(key=lambda r: (r.arch, r.kernel, r.variant))
+    print("\n".join(report(rows)))
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+
+    missing = []
+    for arch in archs:
+        kernels = [r for r in rows if r.arch == arch]
+        tokens = [r for r in kernels if r.kernel == "rotate_tokens_kernel"]
+        # bf16, fp16, fp32 and fp64; NeoX and GPT-J; in place and out of place
+        if len(tokens) != 16 or not any(r.kernel == "build_cos_sin_cache_kernel" for r in kernels):
+            missing.append(f"{arch}: {len(tokens)} fast-path kernels found, 16 expected")
+    failed = [r for r in rows if r.problems]
+    print()
+    for text in missing:
+        print(f"MISSING {text}")
+    for r in failed:
+        print(f"FAILED {r.arch} {r.kernel} {r.variant}: {'; '.join(r.problems)}")
+    if not failed and not missing:
+        print(
+            f"static report: {len(rows)} kernels, no local memory; fast path within "
+            f"{MAX_PER_ITEM} instructions per item; the rotation rounds each operation alone"
+        )
+    if args.check and (failed or missing):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

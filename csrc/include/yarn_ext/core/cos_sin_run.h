@@ -1,0 +1,89 @@
+// The cos/sin of a run of kVec consecutive pairs at one position, as the CUDA rotations (and
+// their CPU emulation) read them: from the float32 cache when the position is inside it, else
+// from the float64 math. Torch-free and host+device.
+#pragma once
+
+#include <stdint.h>
+
+#include <type_traits>
+
+#include "yarn_ext/core/macros.h"
+#include "yarn_ext/core/rotation.h"
+#include "yarn_ext/core/yarn_math.h"
+
+namespace yarn_ext {
+
+// float32 arithmetic for float32/float16/bfloat16, float64 for float64.
+template <typename scalar_t>
+using rotate_acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// The tables a rotation launch reads.
+struct CosSinTables {
+  const float* cache;  // [cache_positions, 2 * half]: mscale * cos, then mscale * sin
+  int64_t cache_positions;
+  const double* frequencies;  // [half], float64
+  int64_t half;
+  double mscale;
+  bool inverse;  // rotate by -angle (sin negated): the transpose, used by the backward
+};
+
+// The position at element `offset` of an int32 or int64 positions tensor; without one
+// (implicit positions) the offset itself, which the row layout makes the index along dim -2.
+YARN_HOST_DEVICE inline int64_t position_at(const void* positions, bool int32_positions,
+                                            int64_t offset) {
+  if (positions == nullptr) return offset;
+  return int32_positions ? static_cast<const int32_t*>(positions)[offset]
+                         : static_cast<const int64_t*>(positions)[offset];
+}
+
+template <typename acc_t, int kVec>
+struct CosSinRun {
+  acc_t cos[kVec];
+  acc_t sin[kVec];
+};
+
+// cos/sin of pairs [0, kVec) of `frequencies` at `position`, from the float64 math. Out of line
+// on the GPU: kVec evaluations of about a thousand instructions each, which only positions
+// outside the cache (and float64 inputs) need; inlined, they would spill the hot loop's
+// registers. Returned by value, so that the caller's registers take it (no local memory).
+template <typename acc_t, int kVec>
+YARN_DEVICE_NOINLINE YARN_HOST_DEVICE CosSinRun<acc_t, kVec> computed_cos_sin(
+    int64_t position, const double* frequencies, double mscale) {
+  CosSinRun<acc_t, kVec> run;
+  YARN_UNROLL
+  for (int j = 0; j < kVec; ++j) {
+    double c, s;
+    math::scaled_cos_sin(position, frequencies[j], mscale, &c, &s);
+    run.cos[j] = static_cast<acc_t>(c);
+    run.sin[j] = static_cast<acc_t>(s);
+  }
+  return run;
+}
+
+// cos/sin of pairs [first, first + kVec) at `position`, sin negated for the inverse rotation
+// (exact, so the inverse is the forward's transpose to the bit). From the cache when the
+// position is inside it and the arithmetic is float32 (float64 inputs always use the float64
+// math: the cache holds float32).
+template <typename acc_t, int kVec>
+YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> load_cos_sin(const CosSinTables& tables,
+                                                            int64_t position, int64_t first) {
+  CosSinRun<acc_t, kVec> run;
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (position >= 0 && position < tables.cache_positions) {
+      const float* row = tables.cache + position * 2 * tables.half + first;
+      rotation::load<kVec>(row, run.cos);
+      rotation::load<kVec>(row + tables.half, run.sin);
+    } else {
+      run = computed_cos_sin<acc_t, kVec>(position, tables.frequencies + first, tables.mscale);
+    }
+  } else {
+    run = computed_cos_sin<acc_t, kVec>(position, tables.frequencies + first, tables.mscale);
+  }
+  if (tables.inverse) {
+    YARN_UNROLL
+    for (int j = 0; j < kVec; ++j) run.sin[j] = -run.sin[j];
+  }
+  return run;
+}
+
+}  // namespace yarn_ext
