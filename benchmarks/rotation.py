@@ -1,6 +1,8 @@
 """Rotation throughput: in-place q+k (32 query and 8 key heads, head_dim 128, random positions)
 against tokens, for yarn_ext, eager PyTorch, the same under torch.compile, FlashInfer / Liger-Kernel
-when installed (CUDA), and the same-run copy of the same bytes (the roofline).
+when installed (CUDA), and the same-run copy of the same bytes (the roofline). On CUDA yarn_ext is
+measured twice: on the token-major fast path these [T, H, D] inputs take, and forced onto the
+generic path (yarn_ext._C._set_cuda_token_path(False)), which other layouts take.
 
 GB/s counts the bytes an in-place rotation must move: q and k read and written once. The copy
 reads and writes the same number of bytes (q and k into other buffers; an in-place rotation,
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 import yarn_ext
+from yarn_ext import _C
 
 from .common import HEAD_DIM, HEADS_K, HEADS_Q, eager_rope, median_seconds
 
@@ -103,6 +106,15 @@ def bench_rotation(
         compiled = torch.compile(eager_rope, dynamic=False)
         fns["compile"] = lambda i: compiled(qs[i], ks[i], cos_cache, sin_cache, positions[i])
     if device == "cuda":
+
+        def generic(i: int) -> None:
+            previous = _C._set_cuda_token_path(False)
+            try:
+                rope.rotate_(qs[i], ks[i], columns[i])
+            finally:
+                _C._set_cuda_token_path(previous)
+
+        fns["generic"] = generic
         for name, fn in optional_peers(cache).items():
             fns[name] = lambda i, fn=fn: fn(qs[i], ks[i], positions[i])
 

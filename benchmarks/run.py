@@ -27,38 +27,44 @@ import yarn_ext
 from .accuracy import error_by_position
 from .common import BASE, HEAD_DIM, ORIGINAL, SCALE, machine
 from .construction import bench_construction
+from .layouts import bench_layouts, layout_table
 from .rotation import MAX_POSITION, bench_one_token_call, bench_rotation
 
 HEADLINE_TOKENS = 4096
 CACHE_LENGTH = 131072
 SETTINGS = {
-    # device: (dtypes, tokens, cache lengths)
+    # device: (dtypes, tokens, cache lengths, tokens of the layout table)
     "cpu": (
         [torch.bfloat16, torch.float32],
         [1, 4, 16, 64, 256, 1024, 4096, 16384],
         [1024, 4096, 16384, 65536, 131072],
+        [4096, 16384],
     ),
     "cuda": (
         [torch.bfloat16, torch.float16],
-        [1, 16, 256, 1024, 4096, 16384, 131072],
+        [1, 16, 1024, 16384, 131072],
         [1024, 16384, 131072, 1048576],
+        [],
     ),
 }
-QUICK = ([torch.float32], [1, 64], [1024, 4096])
+QUICK = ([torch.float32], [1, 64], [1024, 4096], [64])
+LAYOUT_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
 def rotation_table(rows: list[dict]) -> list[str]:
     names = [
         n
-        for n in ("yarn_ext", "copy", "eager", "compile", "flashinfer", "liger")
+        for n in ("yarn_ext", "generic", "copy", "eager", "compile", "flashinfer", "liger")
         if any(f"{n}_us" in r for r in rows)
     ]
+    generic = "generic" in names
     head = [
         "dtype",
         "tokens",
         *[f"{n} us" for n in names],
         "yarn_ext GB/s",
         "% of copy",
+        *(["generic % of copy"] if generic else []),
         "x eager",
         "x compile",
     ]
@@ -70,6 +76,7 @@ def rotation_table(rows: list[dict]) -> list[str]:
         cells += [
             f"{r['yarn_ext_gbps']:.1f}",
             f"{100 * r['copy_us'] / ours:.0f}%",
+            *([f"{100 * r['copy_us'] / r['generic_us']:.0f}%"] if generic else []),
             f"{r['eager_us'] / ours:.1f}" if "eager_us" in r else "-",
             f"{r['compile_us'] / ours:.1f}" if "compile_us" in r else "-",
         ]
@@ -78,7 +85,11 @@ def rotation_table(rows: list[dict]) -> list[str]:
 
 
 def headline(
-    rows: list[dict], calls: dict[str, float], construction: list[dict], accuracy: list[dict]
+    rows: list[dict],
+    calls: dict[str, float],
+    construction: list[dict],
+    accuracy: list[dict],
+    layouts: list[dict],
 ) -> list[str]:
     """The issue's targets, as measured: at HEADLINE_TOKENS (or the largest measured), the
     one-token call, the cache at CACHE_LENGTH (or the largest) and the error at the top position."""
@@ -97,6 +108,14 @@ def headline(
             text += f"; {big['compile_us'] / ours:.1f}x torch.compile"
         lines.append(f"| {dtype}, {big['tokens']} tokens, in-place q+k | {text} |")
         lines.append(f"| {dtype}, one-token rotate_ call, data in cache | {calls[dtype]:.1f} us |")
+    for dtype in dict.fromkeys(r["dtype"] for r in layouts):
+        series = [r for r in layouts if r["dtype"] == dtype]
+        worst = min(series, key=lambda r: r["copy_us"] / r["yarn_ext_us"])
+        lines.append(
+            f"| {dtype}, in place, every layout ({len(series)} runs) | at least "
+            f"{100 * worst['copy_us'] / worst['yarn_ext_us']:.0f}% of the copy (lowest: "
+            f"{worst['layout']}, {worst['tokens']} tokens) |"
+        )
     cache = max(construction, key=lambda r: r["length"])
     lines.append(
         f"| cache {cache['length']} x {HEAD_DIM} | {cache['yarn_ext_us'] / 1e3:.2f} ms vs float32 "
@@ -121,14 +140,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes")
     parser.add_argument("--tokens", type=int, nargs="*", help="token counts to measure")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile line")
+    parser.add_argument(
+        "--dtypes",
+        nargs="*",
+        choices=["bfloat16", "float16", "float32", "float64"],
+        help="dtypes of the q+k rotation to measure",
+    )
     args = parser.parse_args()
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks.run: --device cuda needs a CUDA device")
     out = args.out or Path(__file__).parent / "results" / device
     out.mkdir(parents=True, exist_ok=True)
-    dtypes, tokens, lengths = QUICK if args.quick else SETTINGS[device]
+    dtypes, tokens, lengths, layout_tokens = QUICK if args.quick else SETTINGS[device]
     tokens = args.tokens or tokens
+    if args.dtypes:
+        dtypes = [getattr(torch, name) for name in args.dtypes]
     min_time = 0.02 if args.quick else 0.3
     caption = f"{machine(device)}; torch {torch.__version__}, yarn_ext {yarn_ext.__version__}"
     print(caption, flush=True)
@@ -154,6 +181,14 @@ def main() -> None:
         str(dtype).removeprefix("torch."): bench_one_token_call(device, rope, dtype)
         for dtype in dtypes
     }
+    layout_dtypes = dtypes if args.quick else LAYOUT_DTYPES
+    layouts = [
+        row
+        for n in layout_tokens
+        for row in bench_layouts(device, layout_dtypes, n, rope, min_time)
+    ]
+    if layouts:
+        print("\n".join(layout_table(layouts)), flush=True)
     construction = bench_construction(device, lengths, min_time)
     top = 2**12 if args.quick else 2**20
     accuracy = error_by_position(HEAD_DIM, BASE, SCALE, ORIGINAL, top=top)
@@ -165,12 +200,22 @@ def main() -> None:
         "",
         "## Headline",
         "",
-        *headline(rows, calls, construction, accuracy),
+        *headline(rows, calls, construction, accuracy, layouts),
         "",
         "## In-place q+k rotation (32 q + 8 k heads, head_dim 128, random positions)",
         "",
         *rotation_table(rows),
         "",
+        *(
+            [
+                "## In-place rotation by layout (2 sequences, 32 heads, head_dim 128)",
+                "",
+                *layout_table(layouts),
+                "",
+            ]
+            if layouts
+            else []
+        ),
         "## Cache construction (head_dim 128)",
         "",
         "| positions | yarn_ext ms | float32 construction ms | speed-up |",
@@ -202,6 +247,7 @@ def main() -> None:
                 "torch": torch.__version__,
                 "yarn_ext": yarn_ext.__version__,
                 "rotation": rows,
+                "layouts": layouts,
                 "one_token_call_us": calls,
                 "construction": construction,
                 "accuracy": accuracy,

@@ -1,8 +1,10 @@
 #include "rotate_args.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <string>
 
 namespace yarn_ext::detail {
 namespace {
@@ -28,7 +30,23 @@ constexpr int64_t kMaxSlices = 65535;
 constexpr int64_t kMaxTokens = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxHeads = int64_t{1} << 30;
 
+std::atomic<bool>& token_path_setting() {
+  static std::atomic<bool> enabled{[] {
+    const char* value = std::getenv("YARN_EXT_CUDA_TOKEN_PATH");
+    return value == nullptr || std::string(value) != "0";
+  }()};
+  return enabled;
+}
+
 }  // namespace
+
+bool cuda_token_path_enabled() {
+  return token_path_setting().load(std::memory_order_relaxed);
+}
+
+bool set_cuda_token_path(bool enabled) {
+  return token_path_setting().exchange(enabled);
+}
 
 bool vector_path(const RotationTask& first, const RotationTask* second, const at::Tensor& cache,
                  int64_t kVec, int64_t half) {

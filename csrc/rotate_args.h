@@ -34,6 +34,13 @@ struct TokenLayout {
   int64_t out_head;
 };
 
+// Whether the CUDA launcher may take the token-major path (default: yes). Off, every layout
+// takes the generic one: for measuring that path (benchmarks/gpu_paths.py) and for telling a
+// suspected fast-path problem apart. Set from Python with yarn_ext._C._set_cuda_token_path, or
+// at load time with YARN_EXT_CUDA_TOKEN_PATH=0. The setter returns the previous setting.
+bool cuda_token_path_enabled();
+bool set_cuda_token_path(bool enabled);
+
 // The token layout of a task, or false where its rows do not group so.
 bool token_layout(const RotationTask& task, TokenLayout* layout);
 
@@ -137,11 +144,12 @@ TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
 // run(std::integral_constant<int, kVec>{}, args) for each launch, args being TokenRotateArgs
 // (token-major, kVec = 16 / sizeof(scalar_t)) or RotateArgs (generic, kVec of 16 bytes or 1).
 // q and k go in one launch, except on the token path when their tokens differ; empty tensors
-// get none. `sm_count` sizes the token path's head slices.
+// get none. `sm_count` sizes the token path's head slices; `token_path` false keeps every layout
+// on the generic path.
 template <typename scalar_t, typename Run>
 void with_rotate_args(const RotationTask& first, const RotationTask* second,
                       const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                      bool inverse, int sm_count, Run&& run) {
+                      bool inverse, int sm_count, bool token_path, Run&& run) {
   constexpr int kVec = 16 / sizeof(scalar_t);
   const RotationTask* tasks[2];
   int count = 0;
@@ -159,7 +167,8 @@ void with_rotate_args(const RotationTask& first, const RotationTask* second,
   const TokenLayout* layout_of[2] = {&layouts[0], &layouts[1]};
   bool tokens = true;
   for (int o = 0; o < count; ++o) tokens = tokens && token_layout(*tasks[o], &layouts[o]);
-  if (!tokens || !token_path_fits(layout_of, count, items_per_row(*tasks[0], tables.half, kVec))) {
+  if (!token_path || !tokens ||
+      !token_path_fits(layout_of, count, items_per_row(*tasks[0], tables.half, kVec))) {
     run(std::integral_constant<int, kVec>{}, rotate_args<scalar_t>(*tasks[0], other, tables, kVec));
     return;
   }

@@ -46,6 +46,11 @@ def test_cpu_benchmark_writes_table_json_and_plots(tmp_path: Path) -> None:
         for name in ("yarn_ext", "copy", "eager"):
             assert row[f"{name}_us"] > 0 and row[f"{name}_gbps"] > 0
     assert all(r["yarn_ext_us"] > 0 and r["float32_us"] > 0 for r in results["construction"])
+    # every layout of the layout table, each timed beside its copy
+    layouts = results["layouts"]
+    assert len({r["layout"] for r in layouts}) == 5
+    assert all(r["yarn_ext_us"] > 0 and r["copy_us"] > 0 for r in layouts)
+    assert "## In-place rotation by layout" in run.stdout
     accuracy = results["accuracy"]
     assert accuracy[-1]["positions"][1] == 2**12
     # the accuracy figures are measurements the tests can hold to: float64 angles stay at

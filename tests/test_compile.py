@@ -51,21 +51,25 @@ class AttentionBlock(nn.Module):
             head_dim, 256, original_max_position_embeddings=64, finetuned=True
         )
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor) -> tuple[Tensor, ...]:
+        """The block's output, and yarn_ext's inputs and outputs: q and k before and after."""
         batch, seq, _ = x.shape
         qkv = self.qkv(x).view(batch, seq, self.heads + 2 * self.kv_heads, self.head_dim)
         q, k, v = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=2)
+        q_in, k_in = q.clone(), k.clone()
         if self.in_place:
             q, k = q.clone(), k.clone()
             self.rope.rotate_(q, k, positions[:, :, None])  # [B, S, H, D] layout
         else:
             q = self.rope(q, positions=positions[:, :, None])
             k = self.rope(k, positions=positions[:, :, None])
+        rotated = q.clone(), k.clone()
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         repeat = self.heads // self.kv_heads
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         attended = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out(attended.transpose(1, 2).reshape(batch, seq, -1))
+        out = self.out(attended.transpose(1, 2).reshape(batch, seq, -1))
+        return out, q_in, k_in, *rotated
 
 
 def block_inputs(seq: int, device: str, seed: int) -> tuple[Tensor, Tensor]:
@@ -84,7 +88,19 @@ def test_attention_block_compiles_fullgraph_without_recompiles(device, in_place,
     with torch.no_grad():
         for step, seq in enumerate((8, 13, 21, 40, 7)):
             x, positions = block_inputs(seq, device, step)
-            assert torch.equal(compiled(x, positions), block(x, positions))
+            out, q_in, k_in, q, k = compiled(x, positions)
+            # yarn_ext's kernels inside the graph: bit for bit what they give eagerly on the
+            # graph's own q and k
+            want_q, want_k = q_in.clone(), k_in.clone()
+            block.rope.rotate_(want_q, want_k, positions[:, :, None])
+            assert torch.equal(q, want_q) and torch.equal(k, want_k)
+            # the block around them: the projection and attention are Inductor's and cuBLAS's
+            # choices on a GPU (equal bits only by luck); on the CPU they are the same code
+            eager_out = block(x, positions)[0]
+            if device == "cpu":
+                assert torch.equal(out, eager_out)
+            else:
+                torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)
     # dynamic=True: one graph; the default: a static graph, then one dynamic recompile, then none
     assert compiled_graphs() == (1 if dynamic else 2)
 

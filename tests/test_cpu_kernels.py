@@ -47,6 +47,15 @@ def outputs() -> dict[str, torch.Tensor]:
                 q, k = x.clone(), randn(7, 2, head_size, dtype=dtype, seed=1)
                 ops.rotate_inplace(q, k, cache, inv_freq, 1.1, positions, interleaved)
                 results[f"{case}-{interleaved}-q"], results[f"{case}-{interleaved}-k"] = q, k
+            # heads far apart, tokens adjacent ([B, H, S, D]): blocks of many tokens, walked
+            # head by head
+            bhsd = randn(2, 3, 300, head_size, dtype=dtype, seed=2)
+            bhsd_positions = torch.arange(-20, 580, 2)
+            bhsd_positions[7] = 2**62 + 5
+            for interleaved in (False, True):
+                results[f"{case}-{interleaved}-bhsd"] = ops.rotate(
+                    bhsd, cache, inv_freq, 1.1, bhsd_positions, interleaved
+                )
     return results
 
 
@@ -134,15 +143,26 @@ def test_one_position_over_a_large_batch_splits_rows(dtype) -> None:
     assert_matches_reference(parallel, reference.rotate(x, inv_freq, 1.1, positions), x, 1.1)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("interleaved", [False, True])
-def test_heads_outside_tokens_in_bhsd_layout(interleaved) -> None:
-    # [B, H, S, D] with positions [S]: tokens are S, heads (B and H) are far apart in memory
+def test_heads_outside_tokens_in_bhsd_layout(dtype, interleaved) -> None:
+    # [B, H, S, D] with positions [S]: tokens are S, heads (B and H) are far apart in memory.
+    # Walked head by head over blocks of up to 256 tokens (more than two blocks here, the last
+    # one partial), each block's rows prefetched ahead across the end of a head's run; cos/sin
+    # rows from the cache and computed (positions before and past it), q and k in one job.
     cache, inv_freq = tables()
-    x = randn(2, 5, 37, 128, dtype=torch.bfloat16)
-    positions = torch.arange(37) * 13
-    out = ops.rotate(x, cache, inv_freq, 1.1, positions, interleaved)
-    want = reference.rotate(x, inv_freq, 1.1, positions, interleaved)
-    assert_matches_reference(out, want, x, 1.1)
+    q = randn(2, 5, 600, 128, dtype=dtype)
+    k = randn(2, 2, 600, 128, dtype=dtype, seed=1)
+    positions = torch.arange(600) * 13 - 40
+    out = ops.rotate(q, cache, inv_freq, 1.1, positions, interleaved)
+    want_q = reference.rotate(q, inv_freq, 1.1, positions, interleaved)
+    want_k = reference.rotate(k, inv_freq, 1.1, positions, interleaved)
+    assert_matches_reference(out, want_q, q, 1.1)
+    q_in, k_in = q.clone(), k.clone()
+    ops.rotate_inplace(q, k, cache, inv_freq, 1.1, positions, interleaved)
+    assert torch.equal(q, out)
+    assert_matches_reference(k, want_k, k_in, 1.1)
+    assert_matches_reference(q, want_q, q_in, 1.1)
 
 
 def test_bfloat16_special_values_round_like_c10() -> None:

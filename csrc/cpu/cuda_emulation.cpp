@@ -71,7 +71,7 @@ std::vector<EmulatedLaunch> emulate(const detail::RotationTask& first,
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_emulate_cuda", [&] {
         detail::with_rotate_args<scalar_t>(
-            first, second, cache, inv_freq, mscale, inverse, sm_count,
+            first, second, cache, inv_freq, mscale, inverse, sm_count, /*token_path=*/true,
             [&](auto width, const auto& args) {
               launches.push_back(run<scalar_t, decltype(width)::value>(args, interleaved));
             });

@@ -99,11 +99,11 @@ void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask*
                   bool interleaved, bool inverse) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_rotate_cuda", [&] {
-        detail::with_rotate_args<scalar_t>(first, second, cache, inv_freq, mscale, inverse,
-                                           sm_count(), [&](auto width, const auto& args) {
-                                             launch<scalar_t, decltype(width)::value>(args,
-                                                                                      interleaved);
-                                           });
+        detail::with_rotate_args<scalar_t>(
+            first, second, cache, inv_freq, mscale, inverse, sm_count(),
+            detail::cuda_token_path_enabled(), [&](auto width, const auto& args) {
+              launch<scalar_t, decltype(width)::value>(args, interleaved);
+            });
       });
 }
 

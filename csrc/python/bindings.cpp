@@ -11,6 +11,7 @@
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cuda_emulation.h"
+#include "rotate_args.h"
 #include "yarn_ext/helpers.h"
 #include "yarn_ext/tables.h"
 #include "yarn_ext/yarn_embedding.h"
@@ -126,6 +127,9 @@ PYBIND11_MODULE(_C, m) {
     return py::make_tuple(outputs, cos, sin, rope->inv_freq(), rope->cos_sin_cache(), rope->scale(),
                           rope->mscale());
   });
+  // The CUDA launcher's path switch (rotate_args.h): benchmarks/gpu_paths.py measures the
+  // generic path with it off.
+  m.def("_set_cuda_token_path", &yarn_ext::detail::set_cuda_token_path, py::arg("enabled"));
   // Test hooks (tests/test_cuda_emulation.py): the CUDA kernels' work, run on the CPU. Each
   // returns the launches the CUDA launcher would make, as dicts (path, geometry).
   m.def(

@@ -24,8 +24,17 @@ namespace yarn_ext::cpu {
 namespace CPU_CAPABILITY {
 namespace {
 
-constexpr int64_t kBlock = 16;  // tokens whose cos/sin rows (16 x 512 bytes at head_dim 128)
-                                // stay in L1 while their heads are rotated
+// Tokens per block. Where a token's heads lie next to each other ([T, H, D], [B, S, H, D]),
+// 16: their cos/sin rows (16 x 512 bytes at head_dim 128) stay in L1 while the heads are
+// rotated, in memory order. Where the heads are far apart and the tokens of a head adjacent
+// (contiguous [B, H, S, D]), each head is walked over a whole block of tokens: a block of 16
+// would be 4 KB runs from 64 places at once, and the hardware prefetchers, which stop at each
+// 4 KB page, would never get going; blocks of about kHeadRunBytes of each head (256 tokens at
+// head_dim 128 in bf16) stream instead, while their cos/sin rows (128 KB) stay in L2.
+constexpr int64_t kBlock = 16;
+constexpr int64_t kMaxBlock = 256;
+constexpr int64_t kHeadRunBytes = 64 * 1024;
+constexpr int64_t kPrefetchBytes = 4096;
 
 // Walks the multi-index of some row dimensions one step at a time (an odometer), keeping the
 // element offsets of input, output and positions; the start is found by division, once.
@@ -70,7 +79,8 @@ class DimsCursor {
 template <typename acc_t>
 class BlockTables {
  public:
-  explicit BlockTables(const RotateJob& job) : job_(job) {}
+  BlockTables(const RotateJob& job, int64_t block_tokens)
+      : job_(job), block_tokens_(block_tokens) {}
 
   // Row for token `slot` of the block, at `position`.
   const acc_t* row(int slot, int64_t position) {
@@ -86,7 +96,7 @@ class BlockTables {
       rows_[slot] = rows_[slot - 1];
       return rows_[slot];
     }
-    if (scratch_.empty()) scratch_.resize(kBlock * 2 * job_.half);  // only on a miss
+    if (scratch_.empty()) scratch_.resize(block_tokens_ * 2 * job_.half);  // only on a miss
     acc_t* row = scratch_.data() + slot * 2 * job_.half;
     fill_cos_sin_row(position, job_.frequencies, job_.half, job_.mscale, row, row + job_.half);
     positions_[slot] = position;
@@ -95,14 +105,15 @@ class BlockTables {
     return row;
   }
 
-  void start_block() { std::fill(computed_, computed_ + kBlock, false); }
+  void start_block() { std::fill(computed_, computed_ + block_tokens_, false); }
 
  private:
   const RotateJob& job_;
+  int64_t block_tokens_;
   std::vector<acc_t> scratch_;
-  int64_t positions_[kBlock] = {};
-  bool computed_[kBlock] = {};
-  const acc_t* rows_[kBlock] = {};
+  int64_t positions_[kMaxBlock] = {};
+  bool computed_[kMaxBlock] = {};
+  const acc_t* rows_[kMaxBlock] = {};
 };
 
 // Stack room for paired cos/sin rows: only the bfloat16 loops use it.
@@ -118,6 +129,17 @@ inline void prefetch(const void* row, int64_t bytes) {
   for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line);
 }
 
+template <typename scalar_t>
+int64_t tokens_per_block(const RotateJob& job) {
+  for (int o = 0; o < job.num_operands; ++o) {
+    if (!job.operands[o].heads_inner) {
+      const int64_t row_bytes = job.head_size * static_cast<int64_t>(sizeof(scalar_t));
+      return std::clamp(kHeadRunBytes / std::max<int64_t>(1, row_bytes), kBlock, kMaxBlock);
+    }
+  }
+  return kBlock;
+}
+
 int64_t read_position(const RotateJob& job, int64_t offset) {
   if (job.positions == nullptr) return offset;
   if (job.int32_positions) return static_cast<const int32_t*>(job.positions)[offset];
@@ -127,9 +149,10 @@ int64_t read_position(const RotateJob& job, int64_t offset) {
 template <typename scalar_t, bool interleaved, bool inverse>
 void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
   using acc_t = acc_type<scalar_t>;
-  BlockTables<acc_t> tables(job);
-  const acc_t* rows[kBlock];
-  const acc_t* sources[kBlock];  // paired rows: the cache or computed row each was made from
+  const int64_t block_tokens = tokens_per_block<scalar_t>(job);
+  BlockTables<acc_t> tables(job, block_tokens);
+  const acc_t* rows[kMaxBlock];
+  const acc_t* sources[kMaxBlock];  // paired rows: the cache or computed row each was made from
   // bfloat16 through the bit-operation loops when every operand has unit element stride; for
   // rotate_half pairs each token's cos/sin row is laid out for them once (paired), here.
   bool unit_strides = true;
@@ -143,18 +166,18 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
   float paired_stack[paired_rows_on_stack<scalar_t>(kPairedOnStack)];
   std::vector<float> paired_heap;
   float* paired_rows = paired_stack;
-  if (paired && kBlock * 2 * job.half > kPairedOnStack) {
-    paired_heap.resize(kBlock * 2 * job.half);
+  if (paired && block_tokens * 2 * job.half > kPairedOnStack) {
+    paired_heap.resize(block_tokens * 2 * job.half);
     paired_rows = paired_heap.data();
   }
-  int64_t in_offsets[2][kBlock];
-  int64_t out_offsets[2][kBlock];
+  int64_t in_offsets[2][kMaxBlock];
+  int64_t out_offsets[2][kMaxBlock];
   // The token dimensions of all operands have the same sizes, and positions strides (those of
   // operand 0 serve all).
   DimsCursor cursors[2] = {DimsCursor(job.operands[0].tokens, begin),
                            DimsCursor(job.operands[job.num_operands - 1].tokens, begin)};
-  for (int64_t block = begin; block < end; block += kBlock) {
-    const int count = static_cast<int>(std::min(kBlock, end - block));
+  for (int64_t block = begin; block < end; block += block_tokens) {
+    const int count = static_cast<int>(std::min(block_tokens, end - block));
     tables.start_block();
     for (int t = 0; t < count; ++t) {
       rows[t] = tables.row(t, read_position(job, cursors[0].positions()));
@@ -194,9 +217,24 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
           for (int64_t h = 0; h < op.num_heads; ++h, head.next()) rotate(t, head);
         }
       } else {
+        // Each head's rows of the block, in memory order, asking for the rows kPrefetchBytes
+        // ahead (the next head's first ones at the end of a head's run): the hardware
+        // prefetchers restart at every 4 KB page and would leave each run's loads waiting.
+        const int64_t row_bytes = job.head_size * static_cast<int64_t>(sizeof(scalar_t));
+        const int ahead = static_cast<int>(std::max<int64_t>(1, kPrefetchBytes / row_bytes));
         DimsCursor head(op.heads, 0);
         for (int64_t h = 0; h < op.num_heads; ++h, head.next()) {
-          for (int t = 0; t < count; ++t) rotate(t, head);
+          DimsCursor next_head = head;
+          next_head.next();
+          const bool last_head = h + 1 == op.num_heads;
+          for (int t = 0; t < count; ++t) {
+            if (t + ahead < count) {
+              prefetch(in + in_offsets[o][t + ahead] + head.in(), row_bytes);
+            } else if (!last_head && t + ahead - count < count) {
+              prefetch(in + in_offsets[o][t + ahead - count] + next_head.in(), row_bytes);
+            }
+            rotate(t, head);
+          }
         }
       }
     }
