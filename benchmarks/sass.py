@@ -154,11 +154,17 @@ BRANCH_TARGET = re.compile(r"`\((\.L_x_\d+)\)")
 
 
 def disassemble(cubin: Path, arch: str, nvdisasm: str) -> dict[str, Function]:
+    return parse_listing(run(nvdisasm, "-c", str(cubin)), arch)
+
+
+def parse_listing(text: str, arch: str) -> dict[str, Function]:
+    """The functions of an nvdisasm -c listing: each kernel's instructions, and apart from them
+    those of the functions it calls (`$...:` labels after the kernel in its section)."""
     functions: dict[str, Function] = {}
     current: Function | None = None
     in_callee = False
     pending: list[str] = []
-    for line in run(nvdisasm, "-c", str(cubin)).splitlines():
+    for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith(".text."):
             name = stripped[len(".text.") :].rstrip(":")

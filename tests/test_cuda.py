@@ -1,7 +1,7 @@
 """CUDA kernels against the CPU kernels and the float64 reference (skipped without a GPU).
 
-Run by benchmarks/gpu_check.sh on a GPU machine; `-k smoke` is the short test it runs under
-compute-sanitizer memcheck. Outputs are NaN-poisoned (`poison`)."""
+Run by benchmarks/gpu_check.sh on a GPU machine; `-k smoke` is the short subset it runs under
+compute-sanitizer. Outputs are NaN-poisoned (`poison`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yarn_ext
 from yarn_ext import YarnEmbedding, ops, reference
 
 from .support import FLOAT_DTYPES, assert_matches_reference, randn, requires_cuda
+from .test_cuda_emulation import FAST_LAYOUTS
 
 pytestmark = [requires_cuda, pytest.mark.usefixtures("poison")]
 
@@ -37,8 +38,9 @@ def check_against_cpu_and_reference(out_cuda, x_cpu, positions_cpu, interleaved,
     want = reference.rotate(x_cpu, inv_freq, mscale, positions_cpu, interleaved)
     assert_matches_reference(out_cuda.cpu(), want, x_cpu, mscale)
     cpu = ops.rotate(x_cpu, cache, inv_freq, mscale, positions_cpu, interleaved)
-    # CUDA contracts a*c - b*s into fused multiply-adds (and its float64 sin/cos differ in the
-    # last bits): within an output rounding of the CPU result
+    # each device builds its own cache, and the float64 sin/cos of the two may differ in the
+    # last bits: within an output rounding of the CPU result (with the same tables the rotation
+    # itself gives the same bits: test_rotation_bits_equal_the_cpu_on_every_path)
     eps = 1e-13 if x_cpu.dtype == torch.float64 else 2 * torch.finfo(x_cpu.dtype).eps
     bound = eps * x_cpu.abs().max().double().item() * mscale
     assert (out_cuda.cpu().double() - cpu.double()).abs().max().item() <= bound
@@ -94,6 +96,65 @@ def test_rotate_matches_cpu_and_reference(dtype, interleaved, head_size, dim) ->
     assert out.dtype == dtype and out.shape == x.shape
     check_against_cpu_and_reference(out, x, positions, interleaved, cpu_tables)
     assert torch.equal(out[..., dim:].cpu(), x[..., dim:])
+
+
+def cuda_token_path(enabled: bool):
+    """The launcher's path switch, restored afterwards."""
+
+    class Switch:
+        def __enter__(self) -> None:
+            self.previous = yarn_ext._C._set_cuda_token_path(enabled)
+
+        def __exit__(self, *exc: object) -> None:
+            yarn_ext._C._set_cuda_token_path(self.previous)
+
+    return Switch()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rotation_bits_equal_the_cpu_on_every_path(dtype, interleaved) -> None:
+    # The same tables on both devices and positions inside the cache: the rotation alone. Each
+    # product and sum rounds on its own on the GPU (no contraction), as on the CPU, so every
+    # instantiation - token path, generic 16-byte, generic scalar; in and out of place - gives
+    # the CPU's bits.
+    cache, inv_freq, mscale = tables(128, 512, device="cpu")
+    gpu_tables = cache.to(CUDA), inv_freq.to(CUDA), mscale
+    positions = torch.randint(0, 512, (200, 1), generator=torch.Generator().manual_seed(1))
+    memory = randn(200, 12, 136, dtype=dtype)
+    views = {
+        "tokens": (lambda t: t[..., :128], True),
+        "generic_vector": (lambda t: t[..., :128], False),
+        "generic_scalar": (lambda t: t[..., 1:129], True),
+    }
+    for path, (view, token_path) in views.items():
+        x = view(memory)
+        want = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
+        with cuda_token_path(token_path):
+            out = ops.rotate(view(memory.to(CUDA)), *gpu_tables, positions.to(CUDA), interleaved)
+            q_memory = memory.to(CUDA)
+            ops.rotate_inplace(view(q_memory), None, *gpu_tables, positions.to(CUDA), interleaved)
+        assert torch.equal(out.cpu(), want), path
+        assert torch.equal(view(q_memory.cpu()), want), path
+
+
+@pytest.mark.parametrize("layout", list(FAST_LAYOUTS))
+@pytest.mark.parametrize("token_path", [True, False])
+def test_every_token_layout_on_both_paths(layout, token_path) -> None:
+    # the layouts the emulation tests run through the token path, on the GPU, on each path
+    make, make_positions = FAST_LAYOUTS[layout]
+    cpu_tables = tables(64, 300, device="cpu")
+    cache, inv_freq, mscale = tables(64, 300)
+    memory = randn(2, 9, 5, 80, dtype=torch.bfloat16)
+    positions = make_positions(random_positions((2, 9), 300))
+    x = make(memory)
+    dev_positions = None if positions is None else positions.to(CUDA)
+    with cuda_token_path(token_path):
+        out = ops.rotate(make(memory.to(CUDA)), cache, inv_freq, mscale, dev_positions)
+        q_memory = memory.to(CUDA)
+        ops.rotate_inplace(make(q_memory), None, cache, inv_freq, mscale, dev_positions)
+    check_against_cpu_and_reference(out, x.contiguous(), positions, False, cpu_tables)
+    assert torch.equal(make(q_memory).cpu(), out.cpu())
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
