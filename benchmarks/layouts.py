@@ -61,7 +61,9 @@ def bench_layouts(
     for dtype in dtypes:
         element = torch.finfo(dtype).bits // 8
         moved = 2 * BATCH * seq * HEADS * HEAD_DIM * element
-        floor = 512 * 2**20 if device == "cuda" else 96 * 2**20  # past L2 (GPU) or L3 (CPU)
+        # past L2 (GPU) or well past L3 (CPU: 32 MB here; with less, what stays cached varies
+        # from run to run, and with it the copy's time)
+        floor = 512 * 2**20 if device == "cuda" else 384 * 2**20
         sets = max(2, min(64, math.ceil(floor / moved)))
         generator = torch.Generator(device=device).manual_seed(seq)
         # positions as a model passes them: each sequence counts 0..S-1

@@ -1,5 +1,6 @@
-"""A tensor of more than 2^31 elements rotates correctly on the CPU: 64-bit offsets all the way.
-About 9 GB of memory and a few seconds; marked slow, and CI runs it."""
+"""A tensor of more than 2^31 elements rotates correctly on the CPU, and in the CUDA fast path's
+work emulated on the CPU: 64-bit offsets all the way. About 9 GB of memory and half a minute;
+marked slow, and CI runs it."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def test_more_than_2_pow_31_elements() -> None:
         want = reference.rotate(original, inv_freq, mscale, torch.tensor([[token]]))
         assert_matches_reference(out[token : token + 1], want, original, mscale)
         assert torch.equal(x[token], out[token])  # in place and out of place agree
+    # The CUDA fast path's work (token-major, 64-bit pointers formed once per thread), emulated
+    # on the CPU over the same tensor: the CPU kernels' bits in every sampled row.
+    del out
+    y = torch.ones(tokens, heads, 128, dtype=torch.bfloat16)
+    y[:, :, 64:] = -0.5
+    (launch,) = yarn_ext._C._emulate_cuda_rotate_inplace(
+        y, None, cache, inv_freq, mscale, positions, False
+    )
+    assert launch["path"] == "tokens"
+    for token in (0, 4096, boundary - 1, boundary, boundary + 1, tokens - 1):
+        assert torch.equal(y[token], x[token])

@@ -2,8 +2,9 @@
 slices of a fused qkv, a strided last dimension), broadcast positions of both integer dtypes
 anywhere in their range (inside, before and far past the cache, out to int64's extremes),
 dtypes, both pair styles and partial rotary - against the float64 reference, out of place and
-in place, on the CPU and (where there is one) on the GPU. Fresh tensors start NaN (the poison
-fixture), so an unwritten output fails.
+in place, on the CPU and (where there is one) on the GPU; and the CUDA kernels' work emulated on
+the CPU (fast and generic path) against the CPU kernels, bit for bit. Fresh tensors start NaN
+(the poison fixture), so an unwritten output fails.
 
 Examples per test: the "ci" profile (default) runs 500, "slow" 5000
 (HYPOTHESIS_PROFILE=slow python -m pytest tests/test_properties.py)."""
@@ -14,7 +15,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import yarn_ext
@@ -127,3 +128,43 @@ def test_rotate_inplace_matches_reference(device: str, data: st.DataObject) -> N
     assert_matches_reference(qkv[:, :hq], want_q, original[:, :hq], mscale)
     assert_matches_reference(qkv[:, hq : hq + hk], want_k, original[:, hq : hq + hk], mscale)
     assert torch.equal(qkv[:, hq + hk :], original[:, hq + hk :])  # v untouched
+
+
+@given(data=st.data())
+def test_cuda_work_on_the_cpu_matches_the_cpu_kernels(data: st.DataObject) -> None:
+    # The CUDA kernels' work (token-major fast path and generic path), emulated on the CPU with
+    # the launcher's path choice and geometry, equals the CPU kernels bit for bit over random
+    # layouts, positions and head slicings (sm_count). Rotary halves that are whole 16-byte
+    # vectors are drawn often, so that the fast path gets most examples.
+    half = data.draw(st.one_of(st.sampled_from([4, 8, 16, 24, 32]), st.integers(1, 40)))
+    inv_freq = yarn_ext.yarn_inv_freq(2 * half, 1e6, 4.0, 256)
+    mscale = yarn_ext.get_mscale(4.0)
+    cache = ops.build_cos_sin_cache(inv_freq, CACHED, mscale)
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES))
+    head_size = 2 * half + data.draw(st.sampled_from([0, 0, 8, 16, 3]))
+    x = data.draw(layouts(head_size, dtype, "cpu"))
+    view = data.draw(st.sampled_from(["bshd", "bhsd", "thd"]))
+    if view == "bhsd":
+        x = x.transpose(1, 2)
+    elif view == "thd" and x.is_contiguous():
+        x = x.flatten(0, 1)
+    positions = data.draw(st.one_of(st.none(), st.just("drawn")))
+    if positions is not None:
+        positions = positions_for(data.draw, tuple(x.shape[:-1]))
+    interleaved = data.draw(st.booleans())
+    sm_count = data.draw(st.sampled_from([1, 4, 132, 100000]))
+    want = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
+    out, launches = yarn_ext._C._emulate_cuda_rotate(
+        x, cache, inv_freq, mscale, positions, interleaved, sm_count=sm_count
+    )
+    assert torch.equal(out, want)
+    event(f"out of place: {'+'.join(launch['path'] for launch in launches)}")
+    # in place on the same strides (a fresh allocation: the alignment may differ)
+    q = torch.empty_strided(x.shape, x.stride(), dtype=dtype).copy_(x)
+    want_q = torch.empty_strided(x.shape, x.stride(), dtype=dtype).copy_(x)
+    ops.rotate_inplace(want_q, None, cache, inv_freq, mscale, positions, interleaved)
+    launches = yarn_ext._C._emulate_cuda_rotate_inplace(
+        q, None, cache, inv_freq, mscale, positions, interleaved, sm_count=sm_count
+    )
+    assert torch.equal(q, want_q)
+    event(f"in place: {'+'.join(launch['path'] for launch in launches)}")

@@ -87,42 +87,64 @@ YARN_ALWAYS_INLINE void turn(Vec& a, Vec& b, const Vec& cos, const Vec& sin) {
   b = rotated_b;
 }
 
-// NeoX / rotate_half pairs: feature i with i + half.
+// NeoX / rotate_half pairs: feature i with i + half. One unit: n <= kWidth pairs from i.
+template <typename scalar_t, bool inverse>
+YARN_ALWAYS_INLINE void rotate_half_unit(const scalar_t* in, scalar_t* out,
+                                         const acc_type<scalar_t>* cos,
+                                         const acc_type<scalar_t>* sin, int64_t half, int64_t i,
+                                         int64_t n) {
+  using L = Lanes<scalar_t>;
+  using C = Lanes<acc_type<scalar_t>>;
+  auto [a0, a1] = L::load(in + i, n);
+  auto [b0, b1] = L::load(in + half + i, n);
+  const auto [c0, c1] = C::load(cos + i, n);
+  const auto [s0, s1] = C::load(sin + i, n);
+  turn<inverse>(a0, b0, c0, s0);
+  turn<inverse>(a1, b1, c1, s1);
+  L::store(out + i, a0, a1, n);
+  L::store(out + half + i, b0, b1, n);
+}
+
+// Whole units in a loop of their own, so that their width is a constant there (the partial
+// loads and stores of a tail stay out of it), then the tail.
 template <typename scalar_t, bool inverse>
 void rotate_half_pairs(const scalar_t* in, scalar_t* out, const acc_type<scalar_t>* cos,
                        const acc_type<scalar_t>* sin, int64_t half) {
-  using L = Lanes<scalar_t>;
-  using C = Lanes<acc_type<scalar_t>>;
-  for (int64_t i = 0; i < half; i += L::kWidth) {
-    const int64_t n = std::min(L::kWidth, half - i);
-    auto [a0, a1] = L::load(in + i, n);
-    auto [b0, b1] = L::load(in + half + i, n);
-    const auto [c0, c1] = C::load(cos + i, n);
-    const auto [s0, s1] = C::load(sin + i, n);
-    turn<inverse>(a0, b0, c0, s0);
-    turn<inverse>(a1, b1, c1, s1);
-    L::store(out + i, a0, a1, n);
-    L::store(out + half + i, b0, b1, n);
+  constexpr int64_t kWidth = Lanes<scalar_t>::kWidth;
+  int64_t i = 0;
+  for (; i + kWidth <= half; i += kWidth) {
+    rotate_half_unit<scalar_t, inverse>(in, out, cos, sin, half, i, kWidth);
   }
+  if (i < half) rotate_half_unit<scalar_t, inverse>(in, out, cos, sin, half, i, half - i);
 }
 
-// GPT-J / interleaved pairs: feature 2i with 2i + 1. One unit holds kSize pairs, which
-// deinterleave into a vector of first and a vector of second elements.
+// GPT-J / interleaved pairs: feature 2i with 2i + 1. One unit holds n <= kSize pairs from i,
+// which deinterleave into a vector of first and a vector of second elements.
+template <typename scalar_t, bool inverse>
+YARN_ALWAYS_INLINE void rotate_interleaved_unit(const scalar_t* in, scalar_t* out,
+                                                const acc_type<scalar_t>* cos,
+                                                const acc_type<scalar_t>* sin, int64_t i,
+                                                int64_t n) {
+  using L = Lanes<scalar_t>;
+  using Vec = typename L::Vec;
+  const auto [x0, x1] = L::load(in + 2 * i, 2 * n);
+  auto [a, b] = at::vec::deinterleave2(x0, x1);
+  const Vec c = n == L::kSize ? Vec::loadu(cos + i) : Vec::loadu(cos + i, n);
+  const Vec s = n == L::kSize ? Vec::loadu(sin + i) : Vec::loadu(sin + i, n);
+  turn<inverse>(a, b, c, s);
+  const auto [y0, y1] = at::vec::interleave2(a, b);
+  L::store(out + 2 * i, y0, y1, 2 * n);
+}
+
 template <typename scalar_t, bool inverse>
 void rotate_interleaved_pairs(const scalar_t* in, scalar_t* out, const acc_type<scalar_t>* cos,
                               const acc_type<scalar_t>* sin, int64_t half) {
-  using L = Lanes<scalar_t>;
-  using Vec = typename L::Vec;
-  for (int64_t i = 0; i < half; i += L::kSize) {
-    const int64_t n = std::min(L::kSize, half - i);  // pairs
-    const auto [x0, x1] = L::load(in + 2 * i, 2 * n);
-    auto [a, b] = at::vec::deinterleave2(x0, x1);
-    const Vec c = n == L::kSize ? Vec::loadu(cos + i) : Vec::loadu(cos + i, n);
-    const Vec s = n == L::kSize ? Vec::loadu(sin + i) : Vec::loadu(sin + i, n);
-    turn<inverse>(a, b, c, s);
-    const auto [y0, y1] = at::vec::interleave2(a, b);
-    L::store(out + 2 * i, y0, y1, 2 * n);
+  constexpr int64_t kSize = Lanes<scalar_t>::kSize;
+  int64_t i = 0;
+  for (; i + kSize <= half; i += kSize) {
+    rotate_interleaved_unit<scalar_t, inverse>(in, out, cos, sin, i, kSize);
   }
+  if (i < half) rotate_interleaved_unit<scalar_t, inverse>(in, out, cos, sin, i, half - i);
 }
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
@@ -135,21 +157,44 @@ constexpr bool kBitBFloat16 = true;
 using IntVec = at::vec::Vectorized<int32_t>;
 using FloatVec = at::vec::Vectorized<float>;
 
+// Shifts by an immediate count (at::vec's shift operators take a vector of counts).
+#if defined(CPU_CAPABILITY_AVX512)
+YARN_ALWAYS_INLINE IntVec shift_left_16(const IntVec& v) {
+  return _mm512_slli_epi32(v, 16);
+}
+YARN_ALWAYS_INLINE IntVec shift_right_16(const IntVec& v) {
+  return _mm512_srli_epi32(v, 16);
+}
+#else
+YARN_ALWAYS_INLINE IntVec shift_left_16(const IntVec& v) {
+  return _mm256_slli_epi32(v, 16);
+}
+YARN_ALWAYS_INLINE IntVec shift_right_16(const IntVec& v) {
+  return _mm256_srli_epi32(v, 16);
+}
+#endif
+
 YARN_ALWAYS_INLINE std::pair<FloatVec, FloatVec> widen_bf16(const IntVec& v) {
-  return {at::vec::cast<float>(v << IntVec(16)),
+  return {at::vec::cast<float>(shift_left_16(v)),
           at::vec::cast<float>(v & IntVec(static_cast<int32_t>(0xFFFF0000u)))};
 }
 
-// c10::BFloat16's rounding - to nearest even, NaN to 0x7FC0 - into each lane's low 16 bits.
+// c10::BFloat16's rounding - to nearest even, NaN to 0x7FC0 - of each lane, left in the lane's
+// low 16 bits (high = false) or its high 16 bits (high = true, the low ones zero), so that two
+// of them pack with one or.
+template <bool high>
 YARN_ALWAYS_INLINE IntVec round_to_bf16_bits(const FloatVec& x) {
   const IntVec bits = at::vec::cast<int32_t>(x);
-  const IntVec lsb = (bits >> IntVec(16)) & IntVec(1);
-  const IntVec rounded = ((bits + IntVec(0x7FFF) + lsb) >> IntVec(16)) & IntVec(0xFFFF);
-  return IntVec::blendv(rounded, IntVec(0x7FC0), at::vec::cast<int32_t>(x.isnan()));
+  const IntVec lsb = shift_right_16(bits) & IntVec(1);
+  const IntVec sum = bits + IntVec(0x7FFF) + lsb;
+  const IntVec rounded =
+      high ? sum & IntVec(static_cast<int32_t>(0xFFFF0000u)) : shift_right_16(sum);
+  return IntVec::blendv(rounded, IntVec(high ? 0x7FC00000 : 0x7FC0),
+                        at::vec::cast<int32_t>(x.isnan()));
 }
 
 YARN_ALWAYS_INLINE IntVec narrow_bf16(const FloatVec& even, const FloatVec& odd) {
-  return round_to_bf16_bits(even) | (round_to_bf16_bits(odd) << IntVec(16));
+  return round_to_bf16_bits<false>(even) | round_to_bf16_bits<true>(odd);
 }
 
 // rotate_half pairs; cos and sin in paired layout: per 2 * kSize features, the cos of the even
