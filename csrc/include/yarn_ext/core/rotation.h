@@ -15,47 +15,44 @@ YARN_ISA_NAMESPACE_BEGIN
 // Products and sums that round on their own. The CPU kernels compile with -ffp-contract=off;
 // nvcc contracts a * b - c * d into an fma by default, and where it does so depends on the
 // instantiation. The intrinsics keep every product and sum separate on the GPU, so that the CPU
-// and every CUDA instantiation give the same bits (the static report, benchmarks/sass.py, lists
-// the rotation's FMUL/FADD/FFMA per kernel).
-template <typename T>
-YARN_HOST_DEVICE inline T mul_rn(T a, T b) {
+// and every CUDA instantiation give the same bits (the static report, benchmarks/sass.py, fails
+// on an FFMA in the rotation).
 #if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == sizeof(float)) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
+YARN_HOST_DEVICE inline float mul_rn(float a, float b) {
+  return __fmul_rn(a, b);
+}
+YARN_HOST_DEVICE inline double mul_rn(double a, double b) {
+  return __dmul_rn(a, b);
+}
+YARN_HOST_DEVICE inline float add_rn(float a, float b) {
+  return __fadd_rn(a, b);
+}
+YARN_HOST_DEVICE inline double add_rn(double a, double b) {
+  return __dadd_rn(a, b);
+}
+YARN_HOST_DEVICE inline float sub_rn(float a, float b) {
+  return __fsub_rn(a, b);
+}
+YARN_HOST_DEVICE inline double sub_rn(double a, double b) {
+  return __dsub_rn(a, b);
+}
 #else
+template <typename T>
+inline T mul_rn(T a, T b) {
   return a * b;
-#endif
 }
 template <typename T>
-YARN_HOST_DEVICE inline T add_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == sizeof(float)) {
-    return __fadd_rn(a, b);
-  } else {
-    return __dadd_rn(a, b);
-  }
-#else
+inline T add_rn(T a, T b) {
   return a + b;
-#endif
 }
 template <typename T>
-YARN_HOST_DEVICE inline T sub_rn(T a, T b) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == sizeof(float)) {
-    return __fsub_rn(a, b);
-  } else {
-    return __dsub_rn(a, b);
-  }
-#else
+inline T sub_rn(T a, T b) {
   return a - b;
-#endif
 }
+#endif
 
-// y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin, each product and sum rounded once (as the
-// CPU's vectors compute it). The inverse rotation is the same with -sin.
+// y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin, each product and sum rounded once, as the
+// CPU's vectors compute it. The inverse rotation is the same with -sin.
 template <typename T>
 YARN_HOST_DEVICE inline void rotate_pair(T& a, T& b, T cos, T sin) {
   const T rotated_a = sub_rn(mul_rn(a, cos), mul_rn(b, sin));
