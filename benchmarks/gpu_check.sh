@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# The GPU check, for a machine with one NVIDIA GPU, in stages that each keep to a time budget
-# (a lent GPU gives 10 minutes per command and 15 in all):
+# The GPU check, for a machine with one NVIDIA GPU, in stages that each keep to a time budget.
+# A lent GPU gives at most 10 minutes per command and 15 in all, start-up included: run the
+# headline stage first, in one command, then as many of the others as the time left allows,
+# one command each (they need the headline stage's build: same checkout, same machine).
 #
-#   headline  (default; 300 s) build for this GPU's architecture only; the self-check; the
-#             CUDA tests but the slow, torch.compile and hypothesis ones; the CPU kernels'
-#             instruction-set test; the headline benchmark: the fast and the generic path
-#             against a same-run device-to-device copy (and FlashInfer where installed) at
-#             1, 16, 1024, 16384 and 131072 tokens, bf16. Writes results.md / .json.
+#   headline  (default; 300 s) in order of importance: build for this GPU's architecture only;
+#             the smoke test; the headline benchmark - the fast and the generic path against a
+#             same-run device-to-device copy (and FlashInfer where installed) at 1, 16, 1024,
+#             16384 and 131072 tokens, bf16, written to OUT_DIR/headline/results.md - then the
+#             other CUDA tests (but the slow, torch.compile and hypothesis ones), the
+#             self-check, and the CPU kernels' instruction-set test.
 #   compile   (420 s) the torch.compile CUDA tests and the benchmark with torch.compile
 #             (a fresh compilation per size and dtype)
 #   slow      (300 s) the slow CUDA tests (a >2^31-element tensor) and the hypothesis tests
-#   sanitize  (300 s) compute-sanitizer memcheck and racecheck over a short subset
-#   all       every stage, in that order
+#   sanitize  (300 s) compute-sanitizer memcheck over a short subset, racecheck over the smoke
+#             test
+#   all       every stage, in that order (1320 s: more than a lent GPU gives in one session;
+#             for a machine of one's own)
 #
 #   benchmarks/gpu_check.sh OUT_DIR [STAGE...]
 #
 # Each stage prints its budget; a step that would run past it is stopped (timeout) and the
 # stage reports what it skipped. Logs and tables go to OUT_DIR; the exit status is non-zero if
-# anything failed or was cut short. A later stage needs the build of the headline stage (same
-# checkout, same machine).
+# anything failed or was cut short.
 set -uo pipefail
 out="$(realpath -m "${1:?usage: benchmarks/gpu_check.sh OUT_DIR [headline|compile|slow|sanitize|all]...}")"
 shift
@@ -111,20 +115,21 @@ headline() {
   export TORCH_CUDA_ARCH_LIST="$arch" FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
   step "build for compute capability $arch only" build.log \
     $python setup.py build_ext --inplace || { end_stage; return; }
-  step "self-check" selfcheck.log $python -m yarn_ext --device cuda
-  # the fast CUDA tests: all but the slow ones (stage slow), test_compile (stage compile) and
-  # the hypothesis tests (stage slow)
-  # (only the files with CUDA cases are collected: the others may import packages that a bare
-  # GPU machine lacks, or has in other versions)
+  step "smoke test" smoke.log $python -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py \
+    -k "smoke or bits_equal" || { end_stage; return; }
+  step "headline benchmark: fast and generic path against the copy" benchmark.log \
+    $python -m benchmarks.run --device cuda --no-compile --dtypes bfloat16 \
+    --tokens 1 16 1024 16384 131072 --out "$out/headline"
+  # the other CUDA tests: all but the slow ones (stage slow), test_compile (stage compile) and
+  # the hypothesis tests (stage slow). Only the files with CUDA cases are collected: the others
+  # may import packages that a bare GPU machine lacks, or has in other versions.
   mapfile -t cuda_files < <(grep -l -E "requires_cuda|DEVICES" tests/test_*.py |
     grep -v -E "test_compile.py|test_properties.py")
   step "CUDA tests" tests.log $python -m pytest -q -p no:cacheprovider -m "cuda and not slow" \
     "${cuda_files[@]}"
-  step "CPU kernels of this host's instruction set against the DEFAULT copy" cpu_kernels.log \
+  step "self-check" selfcheck.log $python -m yarn_ext --device cuda
+  step "CPU kernels of this host's instruction sets against the DEFAULT copy" cpu_kernels.log \
     $python -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py
-  step "headline benchmark: fast and generic path against the copy" benchmark.log \
-    $python -m benchmarks.run --device cuda --no-compile --dtypes bfloat16 \
-    --tokens 1 16 1024 16384 131072 --out "$out/headline"
   end_stage
 }
 

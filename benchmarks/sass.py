@@ -44,8 +44,9 @@ GPUS = {
 MAX_PER_ITEM = 150  # the fast path's target: about a third of the H200 budget
 # Heads a fast-path thread walks in the headline case: 32 q + 8 k heads, head_dim 128, bf16, at
 # 16384 tokens on an H200 (rotate_args.cpp's heads_per_slice: 16384 x 8 items = 131072 threads
-# for one slice of 132 x 2048 wanted, so 3 slices of 14 heads) and at 131072 tokens (one slice).
-HEADS_PER_THREAD = (14, 40)
+# per slice against the 132 x 1024 resident ones wanted, so 2 slices of 20 heads) and at 131072
+# tokens (one slice of 40).
+HEADS_PER_THREAD = (20, 40)
 
 
 def budget(gpu: str) -> float:
@@ -291,7 +292,8 @@ class Row:
     per_item: float | None = None  # rotate loop, instructions per 16-byte item
     setup: int | None = None  # fast path: instructions outside its loops, at most
     rotation_ops: str = ""
-    fused: int = 0  # FFMA/DFMA in rotate loops: the rotation must round each op alone
+    fused: int = 0  # FFMA/DFMA in the kernel (callees apart): the rotation rounds each op alone
+    vector: bool = False  # 16-byte work items: every global access of a rotate loop is 128-bit
     problems: list[str] = field(default_factory=list)
 
     def at_heads(self, heads: int) -> float | None:
@@ -341,11 +343,22 @@ def analyse(function: Function, demangled: str) -> Row:
         return row
     # items per iteration: an item stores its two runs (16-byte vectors, or single elements)
     per_item = []
+    row.vector = not row.variant.split(" ")[1].startswith("1/")
     for loop in rotations:
         items = max(1, len(loop.stores()) // 2)
         per_item.append(len(loop.instructions) / items)
-        # (float64 kernels: DFMA; the float64 cos/sin math is out of line, not in the loop)
-        row.fused += loop.count("DFMA" if row.variant.startswith("fp64") else "FFMA")
+        # its two runs are two 16-byte loads and two 16-byte stores (the generic loop also
+        # reads a position, narrower)
+        narrow = [i.opcode for i in loop.stores() if ".128" not in i.opcode]
+        wide_loads = sum(1 for i in loop.instructions if i.opcode.startswith("LDG.E.128"))
+        if row.vector and (narrow or wide_loads < 2 * items):
+            row.problems.append(
+                f"accesses narrower than 16 bytes in a rotate loop: stores {narrow[:4]}, "
+                f"{wide_loads} 16-byte loads for {items} items"
+            )
+    # The kernel's own code has no fused multiply-add at all: the rotation rounds each product
+    # and sum alone, and the float64 cos/sin math (which fuses on purpose) is out of line.
+    row.fused = sum(1 for i in function.body if i.opcode.split(".")[0] in ("FFMA", "DFMA"))
     row.per_item = max(per_item)
     worst = rotations[per_item.index(row.per_item)]
     row.rotation_ops = " ".join(
@@ -354,7 +367,7 @@ def analyse(function: Function, demangled: str) -> Row:
         if worst.count(op)
     )
     if row.fused:
-        row.problems.append(f"{row.fused} fused multiply-adds in the rotation")
+        row.problems.append(f"{row.fused} fused multiply-adds in the kernel")
     if row.kernel == "rotate_tokens_kernel":
         inside = {i.address for loop in every_loop for i in loop.instructions}
         row.setup = sum(1 for i in function.body if i.address not in inside)
@@ -455,10 +468,14 @@ def main() -> None:
     missing = []
     for arch in archs:
         kernels = [r for r in rows if r.arch == arch]
-        tokens = [r for r in kernels if r.kernel == "rotate_tokens_kernel"]
-        # bf16, fp16, fp32 and fp64; NeoX and GPT-J; in place and out of place
-        if len(tokens) != 16 or not any(r.kernel == "build_cos_sin_cache_kernel" for r in kernels):
-            missing.append(f"{arch}: {len(tokens)} fast-path kernels found, 16 expected")
+        # bf16, fp16, fp32 and fp64; NeoX and GPT-J; in place and out of place (token path) or
+        # 16-byte and scalar (generic path)
+        for kernel in ("rotate_tokens_kernel", "rotate_generic_kernel"):
+            found = sum(1 for r in kernels if r.kernel == kernel)
+            if found != 16:
+                missing.append(f"{arch}: {found} {kernel} instantiations found, 16 expected")
+        if not any(r.kernel == "build_cos_sin_cache_kernel" for r in kernels):
+            missing.append(f"{arch}: no build_cos_sin_cache_kernel")
     failed = [r for r in rows if r.problems]
     print()
     for text in missing:

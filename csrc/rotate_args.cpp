@@ -22,12 +22,15 @@ bool vectorizable(const RotationTask& task, int64_t kVec, int64_t half) {
   return ok;
 }
 
-// Threads that fill every multiprocessor once (2048 resident threads each on sm_75 to sm_120).
-constexpr int64_t kThreadsPerSm = 2048;
+// Threads of the token-major kernel that fill a multiprocessor once: its launch bounds
+// guarantee 4 blocks of 256 resident (64 registers), and at 64 registers that is all of them
+// on every architecture the build targets (65536 registers per multiprocessor).
+constexpr int64_t kThreadsPerSm = int64_t{kTokenBlockThreads} * kTokenBlocksPerSm;
 // gridDim.y, which counts head slices.
 constexpr int64_t kMaxSlices = 65535;
-// Token and head counters are 32-bit; head slice ends stay below 2^31 with heads below 2^30.
-constexpr int64_t kMaxTokens = std::numeric_limits<int32_t>::max();
+// Token and head counters are 32-bit: tokens stay below 2^31 even in the padding threads of the
+// last block; head slice ends stay below 2^31 with heads below 2^30.
+constexpr int64_t kMaxTokens = std::numeric_limits<int32_t>::max() - kTokenBlockThreads;
 constexpr int64_t kMaxHeads = int64_t{1} << 30;
 
 std::atomic<bool>& token_path_setting() {
@@ -124,6 +127,11 @@ int32_t heads_per_slice(int64_t num_tokens, int64_t items_per_row, int64_t total
   int64_t per_slice = (total_heads + slices - 1) / slices;
   per_slice = std::max(per_slice, (total_heads + kMaxSlices - 1) / kMaxSlices);
   return static_cast<int32_t>(std::max<int64_t>(1, per_slice));
+}
+
+int32_t tokens_per_block(int64_t num_tokens, int64_t items_per_row) {
+  return static_cast<int32_t>(
+      std::max<int64_t>(1, std::min(kTokenBlockThreads / items_per_row, num_tokens)));
 }
 
 CosSinTables cos_sin_tables(const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,

@@ -35,7 +35,7 @@ struct TokenLayout {
 };
 
 // Whether the CUDA launcher may take the token-major path (default: yes). Off, every layout
-// takes the generic one: for measuring that path (benchmarks/gpu_paths.py) and for telling a
+// takes the generic one: for measuring that path (benchmarks/rotation.py) and for telling a
 // suspected fast-path problem apart. Set from Python with yarn_ext._C._set_cuda_token_path, or
 // at load time with YARN_EXT_CUDA_TOKEN_PATH=0. The setter returns the previous setting.
 bool cuda_token_path_enabled();
@@ -56,6 +56,10 @@ bool token_path_fits(const TokenLayout* const* layouts, int count, int64_t items
 // (`sm_count` multiprocessors), fewer where they do not, so that small calls still spread.
 int32_t heads_per_slice(int64_t num_tokens, int64_t items_per_row, int64_t total_heads,
                         int sm_count);
+
+// Tokens per block of a token launch: a block of (items_per_row, tokens) threads, at most
+// kTokenBlockThreads, and no more tokens than there are.
+int32_t tokens_per_block(int64_t num_tokens, int64_t items_per_row);
 
 CosSinTables cos_sin_tables(const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
                             bool inverse);
@@ -135,8 +139,7 @@ TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
   const int64_t items = items_per_row(first, tables.half, kVec);
   args.items_per_row = static_cast<int32_t>(items);
   args.heads_per_slice = heads_per_slice(tokens, items, heads, sm_count);
-  args.tokens_per_block =
-      static_cast<int32_t>(std::max<int64_t>(1, std::min(kTokenBlockThreads / items, tokens)));
+  args.tokens_per_block = tokens_per_block(tokens, items);
   return args;
 }
 

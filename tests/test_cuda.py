@@ -130,6 +130,13 @@ def test_rotation_bits_equal_the_cpu_on_every_path(dtype, interleaved) -> None:
     for path, (view, token_path) in views.items():
         x = view(memory)
         want = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
+        # the path these views take (with the switch on), as the launcher decides it
+        _, launches = yarn_ext._C._emulate_cuda_rotate(
+            x, cache, inv_freq, mscale, positions, interleaved
+        )
+        assert [launch["path"] for launch in launches] == [
+            "tokens" if path == "generic_vector" else path
+        ]
         with cuda_token_path(token_path):
             out = ops.rotate(view(memory.to(CUDA)), *gpu_tables, positions.to(CUDA), interleaved)
             q_memory = memory.to(CUDA)

@@ -91,7 +91,7 @@ def test_out_of_place_equals_cpu_kernel(dtype, interleaved, head_size, dim) -> N
 @pytest.mark.parametrize("sm_count", [1, 4, 100000])
 def test_in_place_q_and_k_in_one_launch(dtype, interleaved, sm_count) -> None:
     # q and k with different head counts, slices of one fused qkv. 300 tokens fill one
-    # multiprocessor's 2048 threads with one slice of all 10 heads (sm_count 1); four want
+    # multiprocessor's 1024 threads with one slice of all 10 heads (sm_count 1); four want
     # slices of fewer heads; 100000 want one head per slice.
     cache, inv_freq, mscale = tables(128)
     tokens, hq, hk = 300, 7, 3
@@ -121,7 +121,7 @@ def test_in_place_q_and_k_in_one_launch(dtype, interleaved, sm_count) -> None:
 
 def test_a_slice_that_crosses_from_q_to_k() -> None:
     # 200 tokens x 4 items (bf16, dim 64) = 800 threads per slice; one multiprocessor wants
-    # 2048, so 3 slices of 3 heads: q's [0, 3); q's [3, 5) with k's [0, 1); k's [1, 3)
+    # 1024, so 2 slices of 4 heads: q's [0, 4); q's [4, 5) with k's [0, 3)
     cache, inv_freq, mscale = tables(64)
     tokens, hq, hk = 200, 5, 3
     qkv = randn(tokens, hq + 2 * hk, 64, dtype=torch.bfloat16)
@@ -130,7 +130,7 @@ def test_a_slice_that_crosses_from_q_to_k() -> None:
     (launch,) = emulate_in_place(
         emulated[:, :hq], emulated[:, hq : hq + hk], cache, inv_freq, mscale, positions, sm_count=1
     )
-    assert launch["heads_per_slice"] == 3 and launch["grid"][1] == 3
+    assert launch["heads_per_slice"] == 4 and launch["grid"][1] == 2
     ops.rotate_inplace(want[:, :hq], want[:, hq : hq + hk], cache, inv_freq, mscale, positions)
     assert torch.equal(emulated, want)
 
@@ -318,3 +318,25 @@ def test_a_cache_view_off_its_alignment_takes_the_scalar_path() -> None:
     assert torch.equal(out, ops.rotate(x, cache, inv_freq, mscale, positions, False))
     _, launches = emulate_out_of_place(x, cache, inv_freq, mscale, positions, False)
     assert paths(launches) == ["tokens"]
+
+
+@pytest.mark.parametrize("items_per_row", [1, 3, 8, 16, 85, 256])
+def test_token_counters_stay_32_bit_up_to_the_planners_limit(items_per_row) -> None:
+    # The token path counts tokens in 32 bits: up to 2^31 - 1 - 256 tokens (so that the padding
+    # threads of the last block stay below 2^31 too); one more takes the generic path. Heads
+    # up to 2^30. No tensors: the planner and launch arithmetic alone.
+    limit = 2**31 - 1 - 256
+    for tokens in (limit, limit - 1, 2**30 + 7):
+        fits, launch = _C._plan_token_launch(tokens, 40, items_per_row)
+        assert fits
+        (grid_x, grid_y), (block_x, block_y) = launch["grid"], launch["block"]
+        assert block_x == items_per_row and block_x * block_y <= 256
+        assert (grid_x - 1) * block_y < tokens <= grid_x * block_y  # every token, one block
+        assert grid_x * block_y <= 2**31 - 1  # no thread's token index wraps
+        assert 1 <= grid_y <= 65535
+    assert not _C._plan_token_launch(limit + 1, 40, items_per_row)[0]
+    assert _C._plan_token_launch(1000, 2**30, items_per_row)[0]
+    assert not _C._plan_token_launch(1000, 2**30 + 1, items_per_row)[0]
+    # slices: at most 65535 even for 2^30 heads
+    _, launch = _C._plan_token_launch(1, 2**30, items_per_row, sm_count=100000)
+    assert launch["grid"][1] <= 65535

@@ -70,8 +70,9 @@ def test_the_rotate_loop_is_counted_per_item() -> None:
     assert (row.kernel, row.variant) == ("rotate_tokens_kernel", "bf16 8/item NeoX in place")
     # the rotate loop: 2 loads, 3 float operations, 2 stores, the add and the branch
     assert row.per_item == 9
-    # outside the loops (the copy loop is a loop too): 3 before and the EXIT; the callee apart
-    assert row.setup == 4
+    # outside the loops (the copy loop is a loop too): 3 before and the EXIT; the callee (with
+    # its DFMA) apart
+    assert row.setup == 4 and row.fused == 0
     assert row.rotation_ops == "FMUL 2 FADD 1"
     assert row.problems == []
     assert row.at_heads(4) == 10
@@ -84,6 +85,15 @@ def test_fused_multiply_adds_and_local_memory_are_flagged() -> None:
     assert spilled.local_instructions == 2 and any("local memory" in p for p in spilled.problems)
     stack = analyse(listing(ROTATION), {"REG": 64, "STACK": 8, "LOCAL": 0})
     assert any("stack 8" in p for p in stack.problems)
+
+
+def test_narrow_accesses_in_a_vector_loop_fail() -> None:
+    # a 16-byte item stored as four 4-byte words: the compiler lost the vector store
+    text = listing(ROTATION).replace(
+        "STG.E.128 desc[UR8][R2.64], R12", "STG.E desc[UR8][R2.64], R12"
+    )
+    row = analyse(text)
+    assert any("narrower than 16 bytes" in p for p in row.problems)
 
 
 def test_a_loop_over_budget_fails() -> None:

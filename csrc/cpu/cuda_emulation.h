@@ -37,4 +37,13 @@ std::vector<EmulatedLaunch> emulate_cuda_rotate_inplace(const at::Tensor& q,
                                                         const std::optional<at::Tensor>& positions,
                                                         bool interleaved, int sm_count);
 
+// The token path's plan for a call of these sizes, without tensors: whether it takes the token
+// path, and its launch (for the planner's limits near 2^31 tokens).
+struct TokenPlan {
+  bool fits = false;
+  EmulatedLaunch launch;
+};
+TokenPlan plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t items_per_row,
+                            int sm_count);
+
 }  // namespace yarn_ext::testing

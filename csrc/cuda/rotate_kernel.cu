@@ -28,14 +28,13 @@
 namespace yarn_ext::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kTokenBlockThreads;
 // At least 4 blocks (1024 threads) per SM: the register budget (64) that keeps a memory-bound
 // kernel at half occupancy or better without spilling (checked by benchmarks/sass.py).
-constexpr int kMinBlocksPerSm = 4;
+constexpr int kMinBlocksPerSm = kTokenBlocksPerSm;
 // The generic loop keeps its flat index, bounds and row offsets live across the out-of-line
 // float64 call; at 64 registers that spilled, at 80 (3 blocks per SM) nothing does.
 constexpr int kGenericMinBlocksPerSm = 3;
-static_assert(kTokenBlockThreads == kThreads);
 
 template <typename scalar_t, int kVec, bool interleaved, bool in_place>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)

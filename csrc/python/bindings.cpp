@@ -127,9 +127,20 @@ PYBIND11_MODULE(_C, m) {
     return py::make_tuple(outputs, cos, sin, rope->inv_freq(), rope->cos_sin_cache(), rope->scale(),
                           rope->mscale());
   });
-  // The CUDA launcher's path switch (rotate_args.h): benchmarks/gpu_paths.py measures the
+  // The CUDA launcher's path switch (rotate_args.h): benchmarks/rotation.py measures the
   // generic path with it off.
   m.def("_set_cuda_token_path", &yarn_ext::detail::set_cuda_token_path, py::arg("enabled"));
+  // Test hook: the token path's plan for given sizes, without tensors (its 32-bit limits).
+  m.def(
+      "_plan_token_launch",
+      [](int64_t num_tokens, int64_t total_heads, int64_t items_per_row, int sm_count) {
+        const auto plan =
+            yarn_ext::testing::plan_token_launch(num_tokens, total_heads, items_per_row, sm_count);
+        return py::make_tuple(plan.fits, plan.fits ? py::object(launch_dicts({plan.launch})[0])
+                                                   : py::object(py::none()));
+      },
+      py::arg("num_tokens"), py::arg("total_heads"), py::arg("items_per_row"),
+      py::arg("sm_count") = 132);
   // Test hooks (tests/test_cuda_emulation.py): the CUDA kernels' work, run on the CPU. Each
   // returns the launches the CUDA launcher would make, as dicts (path, geometry).
   m.def(

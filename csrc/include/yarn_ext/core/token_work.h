@@ -20,8 +20,10 @@
 
 namespace yarn_ext {
 
-// Threads per block of the token-major kernel (its launch bounds), at most.
+// The token-major kernel's launch bounds: at most 256 threads per block, and at least 4 blocks
+// (1024 threads) resident per multiprocessor, which caps it at 64 registers.
 constexpr int kTokenBlockThreads = 256;
+constexpr int kTokenBlocksPerSm = 4;
 
 // One rotated tensor (q, k or x) as tokens x heads. Token t lies at (t / inner_tokens,
 // t % inner_tokens) in an outer and an inner token dimension (either may have size 1); its
@@ -72,7 +74,9 @@ YARN_HOST_DEVICE inline int32_t total_heads(const TokenRotateArgs<scalar_t>& arg
 template <typename scalar_t>
 YARN_HOST_DEVICE inline TokenLaunch token_launch(const TokenRotateArgs<scalar_t>& args) {
   const int32_t slices = (total_heads(args) + args.heads_per_slice - 1) / args.heads_per_slice;
-  const int32_t blocks = (args.num_tokens + args.tokens_per_block - 1) / args.tokens_per_block;
+  // (in 64 bits: the planner allows up to 2^31 - 1 - kTokenBlockThreads tokens)
+  const int64_t blocks =
+      (int64_t{args.num_tokens} + args.tokens_per_block - 1) / args.tokens_per_block;
   return {static_cast<uint32_t>(blocks), static_cast<uint32_t>(slices),
           static_cast<uint32_t>(args.items_per_row), static_cast<uint32_t>(args.tokens_per_block)};
 }
@@ -96,7 +100,7 @@ YARN_HOST_DEVICE inline void for_each_slice_part(const TokenRotateArgs<scalar_t>
   }
 }
 
-// The element offsets of head `head` at token (outer, inner), in the input and the output.
+// The input and output rows of head `head` at token (outer, inner).
 template <typename scalar_t>
 YARN_HOST_DEVICE inline const scalar_t* token_input(const TokenOperand<scalar_t>& op, int32_t outer,
                                                     int32_t inner, int32_t head) {
@@ -117,9 +121,11 @@ YARN_HOST_DEVICE inline void rotate_token_thread(const TokenRotateArgs<scalar_t>
                                                  uint32_t block_x, uint32_t block_y,
                                                  uint32_t thread_x, uint32_t thread_y) {
   using acc_t = rotate_acc_t<scalar_t>;
-  // 32-bit: the planner takes this path only for fewer than 2^31 tokens and 2^30 heads.
-  const int32_t token = static_cast<int32_t>(block_x * args.tokens_per_block + thread_y);
-  if (token >= args.num_tokens) return;
+  // 32-bit: the planner takes this path only for fewer than 2^31 - 256 tokens (so that the
+  // last block's threads stay below 2^31 too) and 2^30 heads.
+  const uint32_t thread_token = block_x * static_cast<uint32_t>(args.tokens_per_block) + thread_y;
+  if (thread_token >= static_cast<uint32_t>(args.num_tokens)) return;
+  const int32_t token = static_cast<int32_t>(thread_token);
   const int32_t item = static_cast<int32_t>(thread_x);
   // Unsigned: a shorter division than the signed one. Once per thread, not per item.
   const int32_t outer =
@@ -135,13 +141,16 @@ YARN_HOST_DEVICE inline void rotate_token_thread(const TokenRotateArgs<scalar_t>
         args, block_y, [&](const TokenOperand<scalar_t>& op, int32_t begin, int32_t end) {
           const scalar_t* in = token_input(op, outer, inner, begin);
           scalar_t* out = in_place ? nullptr : token_output(op, outer, inner, begin);
+          // The pointers step to the next head only when there is one: none is ever formed
+          // past the last head (undefined behaviour in the CPU emulation, where this runs too).
           YARN_NO_UNROLL
           for (int32_t h = begin; h < end; ++h) {
             const auto runs = rotation::load_pairs<scalar_t, kVec, interleaved>(in, 1, first, half);
             scalar_t* dst = in_place ? const_cast<scalar_t*>(in) : out;
             rotation::store_rotated<acc_t>(runs, dst, 1, first, half, cs.cos, cs.sin);
-            in += op.in_head_stride;
-            if (!in_place) out += op.out_head_stride;
+            const bool next = h + 1 < end;
+            in += next ? op.in_head_stride : 0;
+            if (!in_place) out += next ? op.out_head_stride : 0;
           }
         });
   } else if (!in_place) {  // a pass-through item: copied
@@ -153,8 +162,9 @@ YARN_HOST_DEVICE inline void rotate_token_thread(const TokenRotateArgs<scalar_t>
                           YARN_NO_UNROLL
                           for (int32_t h = begin; h < end; ++h) {
                             rotation::copy_features<scalar_t, kVec>(in, out, 1, 1, first);
-                            in += op.in_head_stride;
-                            out += op.out_head_stride;
+                            const bool next = h + 1 < end;
+                            in += next ? op.in_head_stride : 0;
+                            out += next ? op.out_head_stride : 0;
                           }
                         });
   }
