@@ -4,7 +4,8 @@ copy of the same bytes.
 
 A call rotates q (B = 2 sequences of S tokens, 32 heads, head_dim 128) in place; the copy copies
 the same q into an existing buffer of its own layout (`copy_`), so both move the same bytes.
-Inputs cycle through enough sets to exceed the last-level cache."""
+Inputs cycle through enough sets to exceed the last-level cache; each row is the median of three
+repetitions on fresh tensors."""
 
 from __future__ import annotations
 
@@ -48,14 +49,49 @@ LAYOUTS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor |
 }
 
 
+def _time_layout(
+    device: str,
+    dtype: torch.dtype,
+    seq: int,
+    sets: int,
+    generator: torch.Generator,
+    layout: str,
+    rope: yarn_ext.YarnEmbedding,
+    min_time: float,
+) -> dict[str, float]:
+    """yarn_ext's and the copy's median time on fresh tensors of one layout."""
+    make, make_positions = LAYOUTS[layout]
+    shape = (BATCH, seq, HEADS, HEAD_DIM)
+    qs = [
+        make(torch.randn(shape, device=device, dtype=dtype, generator=generator))
+        for _ in range(sets)
+    ]
+    copies = [torch.zeros_like(q) for q in qs]  # touched: no page faults while timed
+    # positions as a model passes them: each sequence counts 0..S-1
+    pos = make_positions(torch.arange(seq, device=device).expand(BATCH, seq))
+
+    def copy(i: int) -> None:
+        copies[i].copy_(qs[i])
+
+    def rotate(i: int) -> None:
+        rope.rotate_(qs[i], None, pos)
+
+    return median_seconds({"copy": copy, "yarn_ext": rotate}, sets, device, min_time)
+
+
 def bench_layouts(
     device: str,
     dtypes: list[torch.dtype],
     tokens: int,
     rope: yarn_ext.YarnEmbedding,
     min_time: float,
+    repeats: int = 3,
 ) -> list[dict]:
-    """One row per (layout, dtype): yarn_ext's time, the copy's, and their ratio."""
+    """One row per (layout, dtype): yarn_ext's time, the copy's and their ratio, from the
+    repetition (fresh tensors each) whose ratio is the median of `repeats`. The development
+    machine's memory speed changes from one allocation to the next (one row out of a run slow
+    by 3x, its neighbours not); the median of fresh repetitions keeps one such row from deciding
+    the figure. Every repetition's ratio is kept in the row."""
     seq = tokens // BATCH
     rows = []
     for dtype in dtypes:
@@ -66,32 +102,22 @@ def bench_layouts(
         floor = 512 * 2**20 if device == "cuda" else 384 * 2**20
         sets = max(2, min(64, math.ceil(floor / moved)))
         generator = torch.Generator(device=device).manual_seed(seq)
-        # positions as a model passes them: each sequence counts 0..S-1
-        positions = torch.arange(seq, device=device).expand(BATCH, seq)
-        for name, (make, make_positions) in LAYOUTS.items():
-            shape = (BATCH, seq, HEADS, HEAD_DIM)
-            qs = [
-                make(torch.randn(shape, device=device, dtype=dtype, generator=generator))
-                for _ in range(sets)
+        for layout in LAYOUTS:
+            runs = [
+                _time_layout(device, dtype, seq, sets, generator, layout, rope, min_time)
+                for _ in range(repeats)
             ]
-            copies = [torch.zeros_like(q) for q in qs]  # touched: no page faults while timed
-            pos = make_positions(positions)
-
-            def copy(i: int, qs: list[Tensor] = qs, copies: list[Tensor] = copies) -> None:
-                copies[i].copy_(qs[i])
-
-            def rotate(i: int, qs: list[Tensor] = qs, pos: Tensor | None = pos) -> None:
-                rope.rotate_(qs[i], None, pos)
-
-            times = median_seconds({"copy": copy, "yarn_ext": rotate}, sets, device, min_time)
+            runs.sort(key=lambda t: t["copy"] / t["yarn_ext"])
+            times = runs[len(runs) // 2]
             rows.append(
                 {
-                    "layout": name,
+                    "layout": layout,
                     "dtype": str(dtype).removeprefix("torch."),
                     "tokens": BATCH * seq,
                     "bytes": moved,
                     "yarn_ext_us": times["yarn_ext"] * 1e6,
                     "copy_us": times["copy"] * 1e6,
+                    "of_copy_each_repeat": [t["copy"] / t["yarn_ext"] for t in runs],
                 }
             )
     return rows
