@@ -31,10 +31,10 @@ constexpr int kTokenBlocksPerSm = 4;
 template <typename scalar_t>
 struct TokenOperand {
   const scalar_t* in;
-  scalar_t* out;                 // == in, in place
-  int64_t in_token_strides[2];   // element strides of the outer and inner token dimension
-  int64_t out_token_strides[2];  //
-  int64_t in_head_stride;        // element stride between heads
+  scalar_t* out;                // == in, in place
+  int64_t in_token_strides[2];  // element strides of the outer and inner token dimension
+  int64_t out_token_strides[2];
+  int64_t in_head_stride;  // element stride between heads
   int64_t out_head_stride;
   int32_t num_heads;
 };
