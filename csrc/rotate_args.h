@@ -112,6 +112,17 @@ TokenOperand<scalar_t> token_operand(const RotationTask& task, const TokenLayout
   return op;
 }
 
+// The sizes of a token launch: its counters, its head slices and its block shape.
+template <typename scalar_t>
+void set_token_sizes(TokenRotateArgs<scalar_t>& args, int64_t tokens, int64_t inner_tokens,
+                     int64_t items, int64_t total_heads, int sm_count) {
+  args.num_tokens = static_cast<int32_t>(tokens);
+  args.inner_tokens = static_cast<int32_t>(inner_tokens);
+  args.items_per_row = static_cast<int32_t>(items);
+  args.heads_per_slice = heads_per_slice(tokens, items, total_heads, sm_count);
+  args.tokens_per_block = tokens_per_block(tokens, items);
+}
+
 // One token-major launch over `tasks` (one, or q and k with the same tokens).
 template <typename scalar_t>
 TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
@@ -132,14 +143,9 @@ TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
   args.int32_positions = first.positions.defined() && first.positions.scalar_type() == at::kInt;
   args.position_strides[0] = layout.positions_token[0];
   args.position_strides[1] = layout.positions_token[1];
-  const int64_t tokens = layout.tokens[0] * layout.tokens[1];
-  args.num_tokens = static_cast<int32_t>(tokens);
-  args.inner_tokens = static_cast<int32_t>(layout.tokens[1]);
   args.rotate_items = static_cast<int32_t>(tables.half / kVec);
-  const int64_t items = items_per_row(first, tables.half, kVec);
-  args.items_per_row = static_cast<int32_t>(items);
-  args.heads_per_slice = heads_per_slice(tokens, items, heads, sm_count);
-  args.tokens_per_block = tokens_per_block(tokens, items);
+  set_token_sizes(args, layout.tokens[0] * layout.tokens[1], layout.tokens[1],
+                  items_per_row(first, tables.half, kVec), heads, sm_count);
   return args;
 }
 

@@ -91,15 +91,11 @@ TokenPlan plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t ite
   TokenPlan plan;
   plan.fits = detail::token_path_fits(layouts, 1, items_per_row);
   if (!plan.fits) return plan;
-  // the launch arguments' sizes as token_rotate_args sets them (no tensors: no pointers)
+  // the launch arguments' sizes, set as token_rotate_args sets them (no tensors: no pointers)
   TokenRotateArgs<float> args{};
   args.num_operands = 1;
   args.operands[0].num_heads = static_cast<int32_t>(total_heads);
-  args.num_tokens = static_cast<int32_t>(num_tokens);
-  args.inner_tokens = static_cast<int32_t>(num_tokens);
-  args.items_per_row = static_cast<int32_t>(items_per_row);
-  args.heads_per_slice = detail::heads_per_slice(num_tokens, items_per_row, total_heads, sm_count);
-  args.tokens_per_block = detail::tokens_per_block(num_tokens, items_per_row);
+  detail::set_token_sizes(args, num_tokens, num_tokens, items_per_row, total_heads, sm_count);
   const TokenLaunch launch = token_launch(args);
   plan.launch = {
       "tokens", launch.grid_x, launch.grid_y, launch.block_x, launch.block_y, args.heads_per_slice,
