@@ -1,9 +1,14 @@
-"""Build script for yarn_ext: the C++ library libyarn_ext (built by CMakeLists.txt, installed
-into the package with its headers and CMake package) and the Python module yarn_ext._C.
+"""Build script for yarn_ext: the operator libraries libyarn_ext and libyarn_ext_cuda (PyTorch's
+stable ABI; built by CMakeLists.txt, installed into the package with the C++ API's headers and the
+CMake package) and the Python module yarn_ext._C (pybind11 bindings of the helpers, no torch).
+Built once, the package loads into every torch from 2.10 on.
 
-Build with the torch you will run against, without build isolation:
+Build without build isolation (the build needs torch's headers and nvcc's match for CUDA):
 
     pip install --no-build-isolation .
+
+An editable or in-place build also builds the test hooks (tests/native/: the CUDA emulation and the
+C++ module's parity hook), which are never part of the wheel or the CMake package.
 
 CUDA kernels (csrc/cuda/*.cu) are compiled whenever torch is a CUDA build and the CUDA toolkit is
 found - a GPU on the build machine is not needed. Environment switches:
@@ -26,10 +31,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from setuptools import find_packages, setup
+import pybind11
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+# Where editable builds put the test hooks (never packaged).
+TEST_HOOKS = ROOT / "tests" / "native"
 # Sanitizers for the host code of both libraries (empty: none); see .ci/sanitizers.sh.
 SANITIZE = os.environ.get("YARN_EXT_SANITIZE", "")
 
@@ -92,7 +101,7 @@ def want_cuda() -> bool:
     return True
 
 
-def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
+def build_library(package_dir: Path, build_dir: Path, cuda: bool, test_hooks: bool) -> None:
     """Builds libyarn_ext (kernels, operator registrations, the C++ API; no Python) with
     CMakeLists.txt - the same build C++ users run - and installs it into the package: lib/, include/
     and share/cmake/ (the CMake package, found through yarn_ext.cmake_prefix_path)."""
@@ -119,6 +128,7 @@ def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
         f"-DCMAKE_BUILD_TYPE={'Debug' if debug else 'Release'}",
         f"-DYARN_EXT_CUDA={'ON' if cuda else 'OFF'}",
         "-DYARN_EXT_BUILD_TESTS=OFF",
+        f"-DYARN_EXT_BUILD_TEST_HOOKS={'ON' if test_hooks else 'OFF'}",
         "-DYARN_EXT_VERSIONED_SONAME=OFF",
         "-DYARN_EXT_PACKAGE_RPATH=ON",
     ]
@@ -132,7 +142,10 @@ def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
     jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
     subprocess.check_call([cmake, "--build", str(build_dir), "--parallel", jobs])
     subprocess.check_call([cmake, "--install", str(build_dir)])
-    # What the package checks at import: a torch with another C++ ABI fails with a clear message.
+    if test_hooks:
+        TEST_HOOKS.mkdir(exist_ok=True)
+        shutil.copy2(build_dir / "libyarn_ext_testing.so", TEST_HOOKS / "libyarn_ext_testing.so")
+    # What the package checks at import: a torch of another CUDA major fails with a clear message.
     (package_dir / "_build_info.py").write_text(
         f'"""Written by setup.py at build time."""\n\nTORCH_VERSION = "{torch.__version__}"\n'
         f"TORCH_CUDA = {torch.version.cuda!r}  # torch.version.cuda of the build's torch\n"
@@ -140,50 +153,67 @@ def build_library(package_dir: Path, build_dir: Path, cuda: bool) -> None:
     )
 
 
-class BuildExtension(cpp_extension.BuildExtension):
-    """Builds libyarn_ext with CMake first, then the Python module _C against it."""
+def build_module_hook(build_dir: Path, package_dir: Path, cuda: bool) -> None:
+    """tests/native/yarn_ext_module_hook: the C++ module yarn_ext::YarnEmbedding (the header-only
+    C++ API, compiled against this torch's LibTorch) driven from Python, for the parity test of the
+    two modules. A test hook: built for editable builds only."""
+    hook = cpp_extension.CppExtension(
+        name="yarn_ext_module_hook",
+        sources=[str(CSRC / "testing" / "module_hook.cpp")],
+        include_dirs=[str(CSRC / "include"), str(build_dir / "include")],
+        library_dirs=[str(package_dir / "lib")],
+        libraries=["yarn_ext"] + (["yarn_ext_cuda"] if cuda else []),
+        extra_compile_args={"cxx": ["-O1"]},
+        extra_link_args=[f"-Wl,-rpath,{package_dir / 'lib'}"],
+    )
+    from setuptools import Distribution
+
+    dist = Distribution({"name": "yarn_ext_module_hook", "ext_modules": [hook]})
+    command = cpp_extension.BuildExtension(dist)
+    command.build_lib = str(TEST_HOOKS)
+    command.build_temp = str(build_dir / "module_hook")
+    command.ensure_finalized()
+    command.run()
+
+
+class BuildExtension(build_ext):
+    """Builds the operator libraries with CMake, then the Python module _C (no torch)."""
 
     def run(self) -> None:
         package_dir = Path(self.get_ext_fullpath("yarn_ext._C")).resolve().parent
         package_dir.mkdir(parents=True, exist_ok=True)
         cuda = want_cuda()
-        build_library(package_dir, Path(self.build_temp).resolve() / "cmake", cuda)
-        for ext in self.extensions:
-            ext.library_dirs.append(str(package_dir / "lib"))
+        editable = bool(self.inplace or getattr(self, "editable_mode", False))
+        cmake_dir = Path(self.build_temp).resolve() / "cmake"
+        build_library(package_dir, cmake_dir, cuda, test_hooks=editable)
+        if editable:
+            build_module_hook(cmake_dir, package_dir, cuda)
         super().run()
 
 
-def extension() -> cpp_extension.CppExtension:
-    """yarn_ext._C: the pybind11 bindings and test hooks, linked to libyarn_ext, which it finds
-    next to itself (yarn_ext/lib) through its RPATH."""
+def extension() -> Extension:
+    """yarn_ext._C: pybind11 bindings of the helpers; no torch, so one build serves every torch."""
     debug = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
-    compile_args = ["-O0", "-g"] if debug else ["-O3"]
-    link_args = ["-Wl,-rpath,$ORIGIN/lib"]
+    compile_args = ["-std=c++17", "-fvisibility=hidden"] + (["-O0", "-g"] if debug else ["-O3"])
+    link_args = [f"-Wl,--version-script={CSRC / 'python' / 'exports.map'}"]
     if SANITIZE:
-        # as CMakeLists.txt instruments libyarn_ext (-O1: faster to compile instrumented)
         compile_args += [f"-fsanitize={SANITIZE}", "-fno-sanitize-recover=all"]
         compile_args += ["-fno-omit-frame-pointer"] + ([] if debug else ["-g1", "-O1"])
         link_args.append(f"-fsanitize={SANITIZE}")
-    return cpp_extension.CppExtension(
+    return Extension(
         name="yarn_ext._C",
-        sources=["csrc/python/bindings.cpp", "csrc/cpu/cuda_emulation.cpp"],
-        include_dirs=[str(CSRC / "include"), str(CSRC)],
-        libraries=["yarn_ext"],
-        extra_compile_args={"cxx": compile_args},
+        sources=["csrc/python/bindings.cpp"],
+        include_dirs=[str(CSRC / "include"), pybind11.get_include()],
+        extra_compile_args=compile_args,
         extra_link_args=link_args,
+        language="c++",
     )
-
-
-def torch_requirement() -> str:
-    """The C++ ABI is torch's: a build works with the torch minor release it was built against."""
-    major, minor = (int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    return f"torch>={major}.{minor},<{major}.{minor + 1}"
 
 
 setup(
     name="yarn_ext",
     version=read_version(),
-    install_requires=[torch_requirement()],
+    install_requires=["torch>=2.10"],
     packages=find_packages(include=["yarn_ext", "yarn_ext.*"]),
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},

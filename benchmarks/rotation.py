@@ -2,7 +2,7 @@
 against tokens, for yarn_ext, eager PyTorch, the same under torch.compile, FlashInfer / Liger-Kernel
 when installed (CUDA), and the same-run copy of the same bytes (the roofline). On CUDA yarn_ext is
 measured twice: on the token-major fast path these [T, H, D] inputs take, and forced onto the
-generic path (yarn_ext._C._set_cuda_token_path(False)), which other layouts take.
+generic path (yarn_ext._set_cuda_token_path(False)), which other layouts take.
 
 GB/s counts the bytes an in-place rotation must move: q and k read and written once. The copy
 reads and writes the same number of bytes (q and k into other buffers; an in-place rotation,
@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 
 import yarn_ext
-from yarn_ext import _C
 
 from .common import HEAD_DIM, HEADS_K, HEADS_Q, eager_rope, median_seconds
 
@@ -108,11 +107,11 @@ def bench_rotation(
     if device == "cuda":
 
         def generic(i: int) -> None:
-            previous = _C._set_cuda_token_path(False)
+            previous = yarn_ext._set_cuda_token_path(False)
             try:
                 rope.rotate_(qs[i], ks[i], columns[i])
             finally:
-                _C._set_cuda_token_path(previous)
+                yarn_ext._set_cuda_token_path(previous)
 
         fns["generic"] = generic
         for name, fn in optional_peers(cache).items():

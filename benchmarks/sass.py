@@ -95,11 +95,11 @@ def demangle(names: list[str]) -> dict[str, str]:
 def installed_library() -> Path:
     import yarn_ext
 
-    return Path(yarn_ext.__file__).parent / "lib" / "libyarn_ext.so"
+    return Path(yarn_ext.__file__).parent / "lib" / "libyarn_ext_cuda.so"
 
 
 def compile_objects(archs: tuple[str, ...], build: Path) -> list[Path]:
-    """The CUDA objects of libyarn_ext, built by CMakeLists.txt (the project's own flags) for
+    """The CUDA objects of libyarn_ext_cuda, built by CMakeLists.txt (the project's own flags) for
     `archs` only."""
     import torch
 
@@ -123,8 +123,8 @@ def compile_objects(archs: tuple[str, ...], build: Path) -> list[Path]:
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    targets = ["CMakeFiles/yarn_ext.dir/csrc/cuda/cache_kernel.cu.o"]
-    targets.append("CMakeFiles/yarn_ext.dir/csrc/cuda/rotate_kernel.cu.o")
+    targets = ["CMakeFiles/yarn_ext_cuda.dir/csrc/cuda/cache_kernel.cu.o"]
+    targets.append("CMakeFiles/yarn_ext_cuda.dir/csrc/cuda/rotate_kernel.cu.o")
     subprocess.run(["ninja", "-C", str(build), *targets], check=True, env=env)
     return [build / t for t in targets]
 
@@ -433,7 +433,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--library", type=Path, help="a built libyarn_ext.so (default: installed)")
+    source.add_argument(
+        "--library", type=Path, help="a built libyarn_ext_cuda.so (default: installed)"
+    )
     source.add_argument(
         "--compile", action="store_true", help="compile the CUDA sources for --arch instead"
     )

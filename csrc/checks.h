@@ -1,51 +1,109 @@
-// Argument validation shared by every backend's kernels (CPU, CUDA, Meta), so that each operator
-// rejects the same inputs with the same messages. Every message names the argument. Only
-// metadata is inspected: no check reads tensor data or synchronizes a device.
+// Argument validation shared by the CPU and CUDA kernels, so that each operator rejects the same
+// inputs with the same messages. Every message names the argument. Only metadata is inspected:
+// no check reads tensor data or synchronizes a device. A failed check throws
+// std::invalid_argument, which reaches Python as ValueError.
 //
-// The checks on shapes work on symbolic shapes too (sym_sizes; a comparison of SymInts guards),
-// because the Meta kernels run them while torch.compile traces with dynamic shapes. The checks on
-// memory layout (check_inplace_memory, and the row layout of tensor_rows.h) need concrete strides
-// and run only on concrete tensors: a traced call meets them when the compiled graph runs.
+// yarn_ext/_validation.py performs the same checks for the fake (tracing) implementations, in the
+// same order and with the same messages; tests/test_validation_parity.py holds the two together.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/core/SymInt.h>
+#include <torch/csrc/stable/tensor.h>
 
 #include <cstdint>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 
 namespace yarn_ext::detail {
 
+using torch::stable::Tensor;
+
+// Throws std::invalid_argument("<op>: <parts...>").
+template <typename... Parts>
+[[noreturn]] void fail(const char* op, const Parts&... parts) {
+  std::ostringstream message;
+  message << op << ": ";
+  (message << ... << parts);
+  throw std::invalid_argument(message.str());
+}
+
+// YARN_CHECK(condition, op, message parts...): the parts are evaluated only when the condition
+// fails - formatting them (shapes, device names, dtype names) costs more than a decode step's
+// rotation.
+#define YARN_CHECK(condition, op, ...)                             \
+  do {                                                             \
+    if (!(condition)) ::yarn_ext::detail::fail((op), __VA_ARGS__); \
+  } while (false)
+
+// The dtypes the operators know, as the C shim's codes (read once: the codes are the ABI's).
+enum class Dtype { kFloat32, kFloat16, kBFloat16, kFloat64, kInt32, kInt64, kOther };
+
+// A tensor's metadata, read through torch's C shim once per call. Each read is a call into
+// libtorch, and the stable Tensor's own scalar_type() and device() make a dozen each (they map
+// codes to enums call by call): on a decode step the checks would cost more than the rotation.
+// The sizes and strides point into the tensor, which outlives the call.
+struct TensorMeta {
+  Dtype dtype;
+  int32_t device_type;  // the C shim's code
+  int32_t device_index;
+  int64_t dim;
+  const int64_t* sizes;
+  const int64_t* strides;
+
+  int64_t size(int64_t d) const { return sizes[d < 0 ? d + dim : d]; }
+  int64_t stride(int64_t d) const { return strides[d < 0 ? d + dim : d]; }
+  int64_t numel() const;
+  bool is_contiguous() const;  // ATen's rule: size-1 dimensions may have any stride
+  bool same_device(const TensorMeta& other) const {
+    return device_type == other.device_type && device_index == other.device_index;
+  }
+};
+
+TensorMeta read_meta(const Tensor& t);
+
+// Bytes per element of the dtypes the kernels read or write (0 for kOther).
+int64_t element_size(Dtype dtype);
+
+// Names as Python prints them without the "torch." ("float32", "bfloat16", "int64", ...).
+const char* dtype_name(const Tensor& t);
+// "cpu", "cuda:0", "meta": as torch.device prints.
+std::string device_text(const TensorMeta& t);
+// "[2, 3]".
+std::string shape_text(const TensorMeta& t);
+
 // Validates inv_freq (float64 [half], contiguous) and returns half = dim / 2.
-c10::SymInt check_inv_freq(const char* op, const at::Tensor& inv_freq);
+int64_t check_inv_freq(const char* op, const Tensor& inv_freq, const TensorMeta& meta);
 
 void check_mscale(const char* op, double mscale);
 
 // Validates a cache build (inv_freq, num_positions >= 0, mscale); returns half = dim / 2.
-int64_t check_cache_request(const char* op, const at::Tensor& inv_freq, int64_t num_positions,
+int64_t check_cache_request(const char* op, const Tensor& inv_freq, int64_t num_positions,
                             double mscale);
 
 // Validates the tables a rotation reads; returns half = dim / 2.
-c10::SymInt check_tables(const char* op, const at::Tensor& cos_sin_cache,
-                         const at::Tensor& inv_freq, double mscale);
+int64_t check_tables(const char* op, const Tensor& cos_sin_cache, const TensorMeta& cache,
+                     const Tensor& inv_freq, const TensorMeta& frequencies, double mscale);
 
 // Validates a tensor to be rotated: floating dtype, on the tables' device, [..., S, D] with
 // D >= 2 * half.
-void check_rotated(const char* op, const char* name, const at::Tensor& x,
-                   const at::Tensor& inv_freq, const c10::SymInt& half);
+void check_rotated(const char* op, const char* name, const Tensor& x, const TensorMeta& meta,
+                   const TensorMeta& inv_freq, int64_t half);
 
-// positions expanded (a view, no copy) to x.shape[:-1], or an undefined tensor when absent.
-at::Tensor broadcast_positions(const char* op, const std::optional<at::Tensor>& positions,
-                               const at::Tensor& x, const char* x_name);
+// Validates positions against x; its strides broadcast to x.shape[:-1] (0 along broadcast
+// dimensions) go to `strides` (x.dim - 1 of them).
+void check_positions(const char* op, const Tensor& positions, const TensorMeta& meta,
+                     const TensorMeta& x, const char* x_name, int64_t* strides);
 
 // In-place rotation: q and k must agree on device, dtype and head size.
-void check_inplace_pair(const char* op, const at::Tensor& q, const std::optional<at::Tensor>& k);
+void check_inplace_pair(const char* op, const Tensor& q, const TensorMeta& q_meta, const Tensor& k,
+                        const TensorMeta& k_meta);
 
-// In-place rotation: q and k must be writable without aliasing themselves or each other.
-// Concrete tensors only.
-void check_inplace_memory(const char* op, const at::Tensor& q, const std::optional<at::Tensor>& k);
+// In-place rotation: a tensor must be writable without aliasing itself (`name` it is called).
+void check_no_internal_overlap(const char* op, const char* name, const TensorMeta& t);
 
-// Whether t has symbolic sizes or strides (a FakeTensor traced with dynamic shapes).
-bool has_symbolic_shape(const at::Tensor& t);
+// In-place rotation: q and k must not share an element.
+void check_disjoint(const char* op, const void* q_data, const TensorMeta& q, const void* k_data,
+                    const TensorMeta& k);
 
 }  // namespace yarn_ext::detail

@@ -10,12 +10,12 @@ namespace yarn_ext::detail {
 namespace {
 
 bool vectorizable(const RotationTask& task, int64_t kVec, int64_t half) {
-  const int64_t bytes = kVec * static_cast<int64_t>(task.input.element_size());
-  const int64_t pass = task.input.size(-1) - 2 * half;
-  bool ok = task.input.stride(-1) == 1 && task.output.stride(-1) == 1 && half % kVec == 0 &&
-            (task.input.is_same(task.output) || pass % kVec == 0) &&
-            reinterpret_cast<uintptr_t>(task.input.const_data_ptr()) % bytes == 0 &&
-            reinterpret_cast<uintptr_t>(task.output.const_data_ptr()) % bytes == 0;
+  const int64_t bytes = kVec * task.element_size();
+  const int64_t pass = task.head_size - 2 * half;
+  bool ok = task.in_stride == 1 && task.out_stride == 1 && half % kVec == 0 &&
+            (task.in_place || pass % kVec == 0) &&
+            reinterpret_cast<uintptr_t>(task.in) % bytes == 0 &&
+            reinterpret_cast<uintptr_t>(task.out) % bytes == 0;
   for (int d = 0; ok && d < task.rows.ndim; ++d) {
     ok = task.rows.strides[kInput][d] % kVec == 0 && task.rows.strides[kOutput][d] % kVec == 0;
   }
@@ -51,12 +51,12 @@ bool set_cuda_token_path(bool enabled) {
   return token_path_setting().exchange(enabled);
 }
 
-bool vector_path(const RotationTask& first, const RotationTask* second, const at::Tensor& cache,
-                 int64_t kVec, int64_t half) {
+bool vector_path(const RotationTask& first, const RotationTask* second, const CosSinTables& tables,
+                 int64_t kVec) {
   const auto cache_alignment = static_cast<uintptr_t>(kVec) * sizeof(float);
-  return vectorizable(first, kVec, half) &&
-         (second == nullptr || vectorizable(*second, kVec, half)) &&
-         reinterpret_cast<uintptr_t>(cache.const_data_ptr()) % cache_alignment == 0;
+  return vectorizable(first, kVec, tables.half) &&
+         (second == nullptr || vectorizable(*second, kVec, tables.half)) &&
+         reinterpret_cast<uintptr_t>(tables.cache) % cache_alignment == 0;
 }
 
 bool token_layout(const RotationTask& task, TokenLayout* layout) {
@@ -134,19 +134,9 @@ int32_t tokens_per_block(int64_t num_tokens, int64_t items_per_row) {
       std::max<int64_t>(1, std::min(kTokenBlockThreads / items_per_row, num_tokens)));
 }
 
-CosSinTables cos_sin_tables(const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                            bool inverse) {
-  return {cache.const_data_ptr<float>(),
-          cache.size(0),
-          inv_freq.const_data_ptr<double>(),
-          inv_freq.size(0),
-          mscale,
-          inverse};
-}
-
 int64_t items_per_row(const RotationTask& task, int64_t half, int64_t kVec) {
-  const int64_t pass = task.input.size(-1) - 2 * half;
-  const bool copies = !task.input.is_same(task.output);
+  const int64_t pass = task.head_size - 2 * half;
+  const bool copies = !task.in_place;
   return half / kVec + (copies ? (pass + kVec - 1) / kVec : 0);
 }
 

@@ -4,8 +4,6 @@
 // the head slices and the launch geometry the same way.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <algorithm>
 #include <type_traits>
 
@@ -19,8 +17,8 @@ namespace yarn_ext::detail {
 // unit element stride, every row start a multiple of kVec elements from a base aligned to kVec
 // elements, and whole vectors per row; and a cos/sin cache whose kVec-float runs are aligned to
 // their size (half % kVec == 0 aligns the rows; the base is checked, since a cache may be a view).
-bool vector_path(const RotationTask& first, const RotationTask* second, const at::Tensor& cache,
-                 int64_t kVec, int64_t half);
+bool vector_path(const RotationTask& first, const RotationTask* second, const CosSinTables& tables,
+                 int64_t kVec);
 
 // A task's rows as tokens x heads (core/token_work.h): one head dimension (position stride 0)
 // and at most two token dimensions, after merging.
@@ -61,22 +59,19 @@ int32_t heads_per_slice(int64_t num_tokens, int64_t items_per_row, int64_t total
 // kTokenBlockThreads, and no more tokens than there are.
 int32_t tokens_per_block(int64_t num_tokens, int64_t items_per_row);
 
-CosSinTables cos_sin_tables(const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                            bool inverse);
-
 // Items per row: rotated ones (kVec pairs each), then, out of place, the pass-through features
 // past the rotary dim, kVec at a time.
 int64_t items_per_row(const RotationTask& task, int64_t half, int64_t kVec);
 
 template <typename scalar_t>
 RotateOperand<scalar_t> rotate_operand(const RotationTask& task) {
-  return {task.input.const_data_ptr<scalar_t>(),
-          task.output.mutable_data_ptr<scalar_t>(),
-          task.positions.defined() ? task.positions.const_data_ptr() : nullptr,
+  return {static_cast<const scalar_t*>(task.in),
+          static_cast<scalar_t*>(task.out),
+          task.positions,
           task.rows,
-          num_rows(task.input),
-          task.input.stride(-1),
-          task.output.stride(-1)};
+          task.num_rows,
+          task.in_stride,
+          task.out_stride};
 }
 
 // One generic launch over `first` and optionally `second` (q and k share positions and tables).
@@ -90,7 +85,7 @@ RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* 
     args.operands[1] = rotate_operand<scalar_t>(*second);
     args.num_operands = 2;
   }
-  args.int32_positions = first.positions.defined() && first.positions.scalar_type() == at::kInt;
+  args.int32_positions = first.int32_positions;
   args.tables = tables;
   args.rotate_items = tables.half / kVec;
   args.items_per_row = items_per_row(first, tables.half, kVec);
@@ -100,8 +95,8 @@ RotateArgs<scalar_t> rotate_args(const RotationTask& first, const RotationTask* 
 template <typename scalar_t>
 TokenOperand<scalar_t> token_operand(const RotationTask& task, const TokenLayout& layout) {
   TokenOperand<scalar_t> op{};
-  op.in = task.input.const_data_ptr<scalar_t>();
-  op.out = task.output.mutable_data_ptr<scalar_t>();
+  op.in = static_cast<const scalar_t*>(task.in);
+  op.out = static_cast<scalar_t*>(task.out);
   for (int d = 0; d < 2; ++d) {
     op.in_token_strides[d] = layout.in_token[d];
     op.out_token_strides[d] = layout.out_token[d];
@@ -139,8 +134,8 @@ TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
   args.tables = tables;
   const RotationTask& first = *tasks[0];
   const TokenLayout& layout = *layouts[0];
-  args.positions = first.positions.defined() ? first.positions.const_data_ptr() : nullptr;
-  args.int32_positions = first.positions.defined() && first.positions.scalar_type() == at::kInt;
+  args.positions = first.positions;
+  args.int32_positions = first.int32_positions;
   args.position_strides[0] = layout.positions_token[0];
   args.position_strides[1] = layout.positions_token[1];
   args.rotate_items = static_cast<int32_t>(tables.half / kVec);
@@ -157,18 +152,19 @@ TokenRotateArgs<scalar_t> token_rotate_args(const RotationTask* const* tasks,
 // on the generic path.
 template <typename scalar_t, typename Run>
 void with_rotate_args(const RotationTask& first, const RotationTask* second,
-                      const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                      bool inverse, int sm_count, bool token_path, Run&& run) {
+                      const CosSinTables& rotation_tables, bool inverse, int sm_count,
+                      bool token_path, Run&& run) {
   constexpr int kVec = 16 / sizeof(scalar_t);
   const RotationTask* tasks[2];
   int count = 0;
   for (const RotationTask* task : {&first, second}) {
-    if (task != nullptr && task->input.numel() > 0) tasks[count++] = task;
+    if (task != nullptr && task->num_rows > 0 && task->head_size > 0) tasks[count++] = task;
   }
   if (count == 0) return;
   const RotationTask* other = count == 2 ? tasks[1] : nullptr;
-  const CosSinTables tables = cos_sin_tables(cache, inv_freq, mscale, inverse);
-  if (!vector_path(*tasks[0], other, cache, kVec, tables.half)) {
+  CosSinTables tables = rotation_tables;
+  tables.inverse = inverse;
+  if (!vector_path(*tasks[0], other, rotation_tables, kVec)) {
     run(std::integral_constant<int, 1>{}, rotate_args<scalar_t>(*tasks[0], other, tables, 1));
     return;
   }

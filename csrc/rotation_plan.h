@@ -1,30 +1,44 @@
-// Validation and layout of a rotation call, shared by every backend's kernels (CPU, Meta, CUDA):
-// each operator rejects the same inputs with the same messages, and in-place calls validate
-// everything - layouts included - before anything is written.
+// Validation and layout of a rotation call, shared by the CPU and CUDA kernels: each operator
+// rejects the same inputs with the same messages, and in-place calls validate everything -
+// layouts included - before anything is written. A planned task is plain data (pointers, sizes,
+// the row layout), so that the kernels make no further calls into torch.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <torch/csrc/stable/tensor.h>
 
+#include <cstdint>
 #include <optional>
 
+#include "checks.h"
 #include "tensor_rows.h"
+#include "yarn_ext/core/cos_sin_run.h"
 
 namespace yarn_ext::detail {
 
 // One tensor to rotate.
 struct RotationTask {
-  at::Tensor input;
-  at::Tensor output;     // input itself for in-place rotation
-  at::Tensor positions;  // expanded to input.shape[:-1], or undefined: implicit positions
+  torch::stable::Tensor output;  // the tensor written: a new one, or the input for in place
+  const void* in;
+  void* out;
+  const void* positions;  // nullptr: implicit positions
+  bool int32_positions;
+  Dtype dtype;
+  int64_t head_size;  // size of the last dimension
+  int64_t num_rows;   // head vectors
+  int64_t in_stride;  // element strides of the last dimension
+  int64_t out_stride;
   RotationRows rows;
+  bool in_place;
+
+  int64_t element_size() const { return detail::element_size(dtype); }
 };
 
-// yarn_ext::rotate: validates, allocates the output (at::empty_like(x)), builds the layout.
-// With symbolic shapes (Meta kernels under dynamic-shape tracing) the layout is left empty and
-// only the shape checks run (checks.h).
-RotationTask plan_rotate(const char* op, const at::Tensor& x, const at::Tensor& cos_sin_cache,
-                         const at::Tensor& inv_freq, double mscale,
-                         const std::optional<at::Tensor>& positions);
+// yarn_ext::rotate: validates, allocates the output (empty_like(x)), builds the layout.
+RotationTask plan_rotate(const char* op, const torch::stable::Tensor& x,
+                         const torch::stable::Tensor& cos_sin_cache,
+                         const torch::stable::Tensor& inv_freq, double mscale,
+                         const std::optional<torch::stable::Tensor>& positions,
+                         CosSinTables* tables);
 
 struct InplaceRotation {
   RotationTask q;
@@ -32,9 +46,11 @@ struct InplaceRotation {
 };
 
 // yarn_ext::rotate_inplace: validates q, k, positions and both layouts; writes nothing.
-InplaceRotation plan_rotate_inplace(const char* op, const at::Tensor& q,
-                                    const std::optional<at::Tensor>& k,
-                                    const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
-                                    double mscale, const std::optional<at::Tensor>& positions);
+InplaceRotation plan_rotate_inplace(const char* op, const torch::stable::Tensor& q,
+                                    const std::optional<torch::stable::Tensor>& k,
+                                    const torch::stable::Tensor& cos_sin_cache,
+                                    const torch::stable::Tensor& inv_freq, double mscale,
+                                    const std::optional<torch::stable::Tensor>& positions,
+                                    CosSinTables* tables);
 
 }  // namespace yarn_ext::detail

@@ -1,42 +1,47 @@
 #include "tensor_rows.h"
 
-#include <c10/util/Exception.h>
-#include <c10/util/SmallVector.h>
-
 #include <array>
+#include <vector>
 
 namespace yarn_ext::detail {
 
-RotationRows rotation_rows(const char* op, const char* name, const at::Tensor& input,
-                           const at::Tensor& output, const at::Tensor& positions) {
+RotationRows rotation_rows(const char* op, const char* name, const TensorMeta& input,
+                           const TensorMeta& output, const int64_t* position_strides) {
   using Strides = std::array<int64_t, kNumRotationOperands>;
-  const int64_t row_dims = input.dim() - 1;
+  const int64_t row_dims = input.dim - 1;
   // Walk from the innermost row dimension outwards, merging into the current innermost kept
   // dimension whenever every operand steps through the outer one contiguously.
-  c10::SmallVector<int64_t, kMaxRowDims> sizes;
-  c10::SmallVector<Strides, kMaxRowDims> strides;
+  // Room for every dimension a tensor can have in practice, so that the message counts what is
+  // left after merging, as yarn_ext/_validation.py does.
+  constexpr int kRoom = 64;
+  int64_t sizes[kRoom];
+  Strides strides[kRoom];
+  int kept = 0;
   for (int64_t d = row_dims - 1; d >= 0; --d) {
-    const int64_t size = input.size(d);
+    const int64_t size = input.sizes[d];
     if (size == 1) continue;
-    const Strides s = {input.stride(d), output.stride(d),
-                       positions.defined() ? positions.stride(d) : (d == row_dims - 1 ? 1 : 0)};
-    if (!sizes.empty()) {
+    const Strides s = {
+        input.stride(d), output.stride(d),
+        position_strides != nullptr ? position_strides[d] : (d == row_dims - 1 ? 1 : 0)};
+    if (kept > 0) {
       bool mergeable = true;
       for (int op_index = 0; op_index < kNumRotationOperands; ++op_index) {
-        mergeable = mergeable && s[op_index] == strides.back()[op_index] * sizes.back();
+        mergeable = mergeable && s[op_index] == strides[kept - 1][op_index] * sizes[kept - 1];
       }
       if (mergeable) {
-        sizes.back() *= size;
+        sizes[kept - 1] *= size;
         continue;
       }
     }
-    sizes.push_back(size);
-    strides.push_back(s);
+    YARN_CHECK(kept < kRoom, op, "the layout of ", name, " has more than ", kRoom,
+               " row dimensions");
+    sizes[kept] = size;
+    strides[kept] = s;
+    ++kept;
   }
-  const int kept = static_cast<int>(sizes.size());
-  TORCH_CHECK_VALUE(kept <= kMaxRowDims, op, ": the layout of ", name, " has ", kept,
-                    " row dimensions that cannot be merged; at most ", kMaxRowDims,
-                    " are supported (pass ", name, ".contiguous())");
+  YARN_CHECK(kept <= kMaxRowDims, op, "the layout of ", name, " has ", kept,
+             " row dimensions that cannot be merged; at most ", kMaxRowDims,
+             " are supported (pass ", name, ".contiguous())");
   // `sizes` runs innermost-first; StridedRows wants outermost-first.
   RotationRows rows;
   rows.ndim = kept;

@@ -14,6 +14,25 @@ def randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> tor
     return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
 
 
+def tables(
+    dim: int,
+    cached: int,
+    *,
+    base: float = 1e6,
+    scale: float = 4.0,
+    original: int = 4096,
+    mscale: float = 1.25,
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(cos_sin_cache, inv_freq, mscale): YaRN's float64 inverse frequencies for rotary `dim` at
+    `scale` over an `original`-position context, and their float32 cache of `cached` positions
+    scaled by `mscale`, built by the library, on `device`."""
+    import yarn_ext
+
+    inv_freq = yarn_ext.yarn_inv_freq(dim, base, scale, original, device=device)
+    return yarn_ext.ops.build_cos_sin_cache(inv_freq, cached, mscale), inv_freq, mscale
+
+
 def assert_matches_reference(
     actual: torch.Tensor, expected: torch.Tensor, x: torch.Tensor, mscale: float
 ) -> None:

@@ -4,20 +4,20 @@ reference; the in-place operator refusing to be recorded."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-import yarn_ext
 from yarn_ext import YarnEmbedding, ops, reference
 
+from . import hooks, support
 from .support import DEVICES, FLOAT_DTYPES, assert_matches_reference, randn
 
 pytestmark = pytest.mark.usefixtures("poison")
 
 
-def tables(dim: int, cached: int, device: str = "cpu", mscale: float = 1.3):
-    inv_freq = yarn_ext.yarn_inv_freq(dim, 1e4, 4.0, 64, device=device)
-    return ops.build_cos_sin_cache(inv_freq, cached, mscale), inv_freq, mscale
+tables = functools.partial(support.tables, base=1e4, original=64, mscale=1.3)
 
 
 POSITION_CASES = {
@@ -34,7 +34,7 @@ POSITION_CASES = {
 @pytest.mark.parametrize(("head_size", "dim"), [(8, 8), (12, 8)])
 @pytest.mark.parametrize("positions_case", list(POSITION_CASES))
 def test_gradcheck_and_gradgradcheck(device, interleaved, head_size, dim, positions_case) -> None:
-    cache, inv_freq, mscale = tables(dim, 16, device)
+    cache, inv_freq, mscale = tables(dim, 16, device=device)
     positions = POSITION_CASES[positions_case]()
     if positions is not None:
         positions = positions.to(device)
@@ -51,7 +51,7 @@ def test_gradcheck_and_gradgradcheck(device, interleaved, head_size, dim, positi
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_backward_is_the_scaled_inverse_rotation(device, dtype, interleaved) -> None:
-    cache, inv_freq, mscale = tables(64, 32, device)
+    cache, inv_freq, mscale = tables(64, 32, device=device)
     x = randn(3, 40, 80, dtype=dtype).to(device).requires_grad_()
     grad = randn(3, 40, 80, dtype=dtype, seed=1).to(device)
     positions = torch.randint(-50, 100, (3, 40), generator=torch.Generator().manual_seed(2))
@@ -73,6 +73,7 @@ def test_inverse_undoes_the_rotation(interleaved) -> None:
     torch.testing.assert_close(back, x * mscale**2, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.hooks
 @pytest.mark.parametrize(
     ("view", "path"),
     [(lambda t: t[..., :64], "tokens"), (lambda t: t[..., 1:65], "generic_scalar")],
@@ -83,7 +84,7 @@ def test_cuda_work_rotates_inverse_too(view, path) -> None:
     cache, inv_freq, mscale = tables(64, 32)
     x = view(randn(2, 40, 72))
     positions = torch.arange(-5, 35)
-    out, launches = yarn_ext._C._emulate_cuda_rotate(
+    out, launches = hooks.emulate_cuda_rotate(
         x, cache, inv_freq, mscale, positions, False, inverse=True
     )
     assert [launch["path"] for launch in launches] == [path]

@@ -15,6 +15,7 @@ import torch
 import yarn_ext
 from yarn_ext import ops, reference
 
+from . import support
 from .support import FLOAT_DTYPES, assert_matches_reference, randn
 
 pytestmark = pytest.mark.usefixtures("poison")
@@ -93,9 +94,9 @@ def test_instruction_sets_agree_bit_for_bit(tmp_path: Path) -> None:
             assert same_bits(value, theirs[key]), f"{here} and {copy} differ: {key}"
 
 
-def tables(dim: int = 128, cached: int = 512):
-    inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
-    return ops.build_cos_sin_cache(inv_freq, cached, 1.1), inv_freq
+def tables(dim: int = 128, cached: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    cache, inv_freq, _ = support.tables(dim, cached, mscale=1.1)
+    return cache, inv_freq
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

@@ -5,12 +5,15 @@ compute-sanitizer. Outputs are NaN-poisoned (`poison`)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 import yarn_ext
 from yarn_ext import YarnEmbedding, ops, reference
 
+from . import hooks, support
 from .support import FLOAT_DTYPES, assert_matches_reference, randn, requires_cuda
 from .test_cuda_emulation import FAST_LAYOUTS
 
@@ -19,9 +22,7 @@ pytestmark = [requires_cuda, pytest.mark.usefixtures("poison")]
 CUDA = "cuda"
 
 
-def tables(dim: int, cached: int, device: str = CUDA, mscale: float = 1.25):
-    inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096, device=device)
-    return ops.build_cos_sin_cache(inv_freq, cached, mscale), inv_freq, mscale
+tables = functools.partial(support.tables, device=CUDA)
 
 
 def random_positions(shape: tuple[int, ...], cached: int, seed: int = 0) -> torch.Tensor:
@@ -103,14 +104,15 @@ def cuda_token_path(enabled: bool):
 
     class Switch:
         def __enter__(self) -> None:
-            self.previous = yarn_ext._C._set_cuda_token_path(enabled)
+            self.previous = yarn_ext._set_cuda_token_path(enabled)
 
         def __exit__(self, *exc: object) -> None:
-            yarn_ext._C._set_cuda_token_path(self.previous)
+            yarn_ext._set_cuda_token_path(self.previous)
 
     return Switch()
 
 
+@pytest.mark.hooks
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_rotation_bits_equal_the_cpu_on_every_path(dtype, interleaved) -> None:
@@ -131,9 +133,7 @@ def test_rotation_bits_equal_the_cpu_on_every_path(dtype, interleaved) -> None:
         x = view(memory)
         want = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
         # the path these views take (with the switch on), as the launcher decides it
-        _, launches = yarn_ext._C._emulate_cuda_rotate(
-            x, cache, inv_freq, mscale, positions, interleaved
-        )
+        _, launches = hooks.emulate_cuda_rotate(x, cache, inv_freq, mscale, positions, interleaved)
         assert [launch["path"] for launch in launches] == [
             "tokens" if path == "generic_vector" else path
         ]

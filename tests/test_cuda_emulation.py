@@ -16,19 +16,18 @@ from collections.abc import Callable
 import pytest
 import torch
 
-import yarn_ext
-from yarn_ext import _C, ops
+from yarn_ext import ops
 
+from . import hooks, support
 from .support import FLOAT_DTYPES, randn
 
-pytestmark = pytest.mark.usefixtures("poison")
+pytestmark = [pytest.mark.usefixtures("poison"), pytest.mark.hooks]
 
 H200_SMS = 132
 
 
-def tables(dim: int, cached: int = 64, mscale: float = 1.1):
-    inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
-    return ops.build_cos_sin_cache(inv_freq, cached, mscale), inv_freq, mscale
+def tables(dim: int, cached: int = 64) -> tuple[torch.Tensor, torch.Tensor, float]:
+    return support.tables(dim, cached, mscale=1.1)
 
 
 def positions_for(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -54,7 +53,7 @@ def check_geometry(launches: list[dict]) -> None:
 
 
 def emulate_out_of_place(x, cache, inv_freq, mscale, positions, interleaved=False, **kw):
-    out, launches = _C._emulate_cuda_rotate(
+    out, launches = hooks.emulate_cuda_rotate(
         x, cache, inv_freq, mscale, positions, interleaved, **kw
     )
     check_geometry(launches)
@@ -62,7 +61,7 @@ def emulate_out_of_place(x, cache, inv_freq, mscale, positions, interleaved=Fals
 
 
 def emulate_in_place(q, k, cache, inv_freq, mscale, positions, interleaved=False, **kw):
-    launches = _C._emulate_cuda_rotate_inplace(
+    launches = hooks.emulate_cuda_rotate_inplace(
         q, k, cache, inv_freq, mscale, positions, interleaved, **kw
     )
     check_geometry(launches)
@@ -327,16 +326,16 @@ def test_token_counters_stay_32_bit_up_to_the_planners_limit(items_per_row) -> N
     # up to 2^30. No tensors: the planner and launch arithmetic alone.
     limit = 2**31 - 1 - 256
     for tokens in (limit, limit - 1, 2**30 + 7):
-        fits, launch = _C._plan_token_launch(tokens, 40, items_per_row)
+        fits, launch = hooks.plan_token_launch(tokens, 40, items_per_row)
         assert fits
         (grid_x, grid_y), (block_x, block_y) = launch["grid"], launch["block"]
         assert block_x == items_per_row and block_x * block_y <= 256
         assert (grid_x - 1) * block_y < tokens <= grid_x * block_y  # every token, one block
         assert grid_x * block_y <= 2**31 - 1  # no thread's token index wraps
         assert 1 <= grid_y <= 65535
-    assert not _C._plan_token_launch(limit + 1, 40, items_per_row)[0]
-    assert _C._plan_token_launch(1000, 2**30, items_per_row)[0]
-    assert not _C._plan_token_launch(1000, 2**30 + 1, items_per_row)[0]
+    assert not hooks.plan_token_launch(limit + 1, 40, items_per_row)[0]
+    assert hooks.plan_token_launch(1000, 2**30, items_per_row)[0]
+    assert not hooks.plan_token_launch(1000, 2**30 + 1, items_per_row)[0]
     # slices: at most 65535 even for 2^30 heads
-    _, launch = _C._plan_token_launch(1, 2**30, items_per_row, sm_count=100000)
+    _, launch = hooks.plan_token_launch(1, 2**30, items_per_row, sm_count=100000)
     assert launch["grid"][1] <= 65535

@@ -1,4 +1,5 @@
-"""The Meta kernels: shapes and dtypes for FakeTensor tracing, and the same input checks."""
+"""The fake implementations (yarn_ext/_registrations.py, which also serve the Meta device):
+shapes and dtypes for FakeTensor tracing, and the same input checks as the kernels."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_meta_kernels_check_like_the_real_ones() -> None:
             1.0,
             torch.empty(3, dtype=torch.long, device="meta"),
         )
-    with pytest.raises(TypeError, match="q and k must have the same dtype"):
+    with pytest.raises(ValueError, match="q and k must have the same dtype"):
         ops.rotate_inplace(
             torch.empty(5, 2, 64, device="meta"),
             torch.empty(5, 2, 64, device="meta", dtype=torch.half),

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import yarn_ext
-from yarn_ext import ops
 
+from . import support
 from .support import DEVICES, randn
 
 ALL_TESTS = (
@@ -24,9 +24,11 @@ ALL_TESTS = (
 )
 
 
-def tables(device: str, dim: int = 64, cached: int = 32):
-    inv_freq = yarn_ext.yarn_inv_freq(dim, 1e4, 2.0, 16, device=device)
-    return ops.build_cos_sin_cache(inv_freq, cached, 1.1), inv_freq
+def tables(device: str, dim: int = 64, cached: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    cache, inv_freq, _ = support.tables(
+        dim, cached, base=1e4, scale=2.0, original=16, mscale=1.1, device=device
+    )
+    return cache, inv_freq
 
 
 def rotate_samples(device: str) -> dict[str, tuple[Any, ...]]:

@@ -11,8 +11,9 @@ import torch
 
 import yarn_ext
 from yarn_ext import YarnEmbedding
-from yarn_ext._loader import abi_mismatch
+from yarn_ext._loader import torch_mismatch
 
+from . import hooks
 from .support import randn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +34,18 @@ def test_cmake_prefix_path_holds_the_cmake_package_headers_and_library() -> None
     assert (package / "lib" / "libyarn_ext.so").is_file()
 
 
-def test_abi_check() -> None:
-    assert abi_mismatch("2.14.1+cu130", "2.14.0") is None  # same minor release: same ABI
-    message = abi_mismatch("2.14.1+cu130", "2.13.0+cpu")
-    assert message is not None
-    assert "2.14.1+cu130" in message and "2.13.0+cpu" in message and "rebuild" in message
-    message = abi_mismatch("2.14.1+cu130", "2.14.1+cpu", "13.0", None)
-    assert message is not None and "CPU-only" in message
-    assert abi_mismatch("2.14.1+cpu", "2.14.1+cu130", None, "13.0") is None
+def test_torch_check() -> None:
+    # The libraries are on the stable ABI: any torch from 2.10 on, CPU-only ones included.
+    for running, cuda in [("2.10.0+cu130", "13.0"), ("2.13.0+cpu", None), ("2.20.1", "13.2")]:
+        assert torch_mismatch(running, "13.0", cuda, True) is None
+    message = torch_mismatch("2.9.1+cu128", "13.0", "12.8", True)
+    assert message is not None and "torch >= 2.10" in message and "2.9.1+cu128" in message
+    # Another CUDA major: the message names both.
+    message = torch_mismatch("2.11.0+cu128", "13.0", "12.8", True)
+    assert message is not None and "CUDA 13.0" in message and "CUDA 12.8" in message
+    assert "YARN_EXT_CPU_ONLY" in message
+    # A CPU-only build of yarn_ext runs under a CUDA torch (its CPU kernels).
+    assert torch_mismatch("2.11.0+cu128", None, "12.8", False) is None
 
 
 CONFIGS = {
@@ -70,6 +75,7 @@ CONFIGS = {
 }
 
 
+@pytest.mark.hooks
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cpp_module_computes_what_the_python_module_computes(name) -> None:
     config = CONFIGS[name]
@@ -82,7 +88,7 @@ def test_cpp_module_computes_what_the_python_module_computes(name) -> None:
     ]
     q, k = randn(150, 4, dim, seed=5), randn(150, 2, dim, seed=6)  # rotate_ grows to 150
     cpp_q, cpp_k = q.clone(), k.clone()
-    outputs, cos, sin, inv_freq, cache, scale, mscale = yarn_ext._C._cpp_module_calls(
+    outputs, cos, sin, inv_freq, cache, scale, mscale = hooks.cpp_module_calls(
         config, forwards, cpp_q, cpp_k, None, 200
     )
     rope = YarnEmbedding(**config)
@@ -97,13 +103,14 @@ def test_cpp_module_computes_what_the_python_module_computes(name) -> None:
     assert rope.max_seq_len_cached == 200
 
 
+@pytest.mark.hooks
 def test_cpp_module_rejects_what_the_python_module_rejects() -> None:
     for bad in ({"dim": 63}, {"dim": 64, "attn_factor": float("nan")}, {"dim": 64, "base": 1.0}):
         with pytest.raises(ValueError):
             YarnEmbedding(**bad)
         with pytest.raises(ValueError):
-            yarn_ext._C._cpp_module_calls(bad, [], randn(4, 2, 64), None, None, 1)
+            hooks.cpp_module_calls(bad, [], randn(4, 2, 64), None, None, 1)
     q = randn(5, 2, 64)
     with pytest.raises(ValueError, match="positions"):  # does not broadcast; q is left unchanged
-        yarn_ext._C._cpp_module_calls({"dim": 64}, [], q, None, torch.arange(3), 1)
+        hooks.cpp_module_calls({"dim": 64}, [], q, None, torch.arange(3), 1)
     assert torch.equal(q, randn(5, 2, 64))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import yarn_ext
 from yarn_ext import ops, reference
 
+from . import hooks
 from .support import DEVICES, FLOAT_DTYPES, assert_matches_reference
 
 # The poison fixture switches a global setting for the whole test, which is what every example
@@ -130,6 +131,7 @@ def test_rotate_inplace_matches_reference(device: str, data: st.DataObject) -> N
     assert torch.equal(qkv[:, hq + hk :], original[:, hq + hk :])  # v untouched
 
 
+@pytest.mark.hooks
 @given(data=st.data())
 def test_cuda_work_on_the_cpu_matches_the_cpu_kernels(data: st.DataObject) -> None:
     # The CUDA kernels' work (token-major fast path and generic path), emulated on the CPU with
@@ -154,7 +156,7 @@ def test_cuda_work_on_the_cpu_matches_the_cpu_kernels(data: st.DataObject) -> No
     interleaved = data.draw(st.booleans())
     sm_count = data.draw(st.sampled_from([1, 4, 132, 100000]))
     want = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved)
-    out, launches = yarn_ext._C._emulate_cuda_rotate(
+    out, launches = hooks.emulate_cuda_rotate(
         x, cache, inv_freq, mscale, positions, interleaved, sm_count=sm_count
     )
     assert torch.equal(out, want)
@@ -163,7 +165,7 @@ def test_cuda_work_on_the_cpu_matches_the_cpu_kernels(data: st.DataObject) -> No
     q = torch.empty_strided(x.shape, x.stride(), dtype=dtype).copy_(x)
     want_q = torch.empty_strided(x.shape, x.stride(), dtype=dtype).copy_(x)
     ops.rotate_inplace(want_q, None, cache, inv_freq, mscale, positions, interleaved)
-    launches = yarn_ext._C._emulate_cuda_rotate_inplace(
+    launches = hooks.emulate_cuda_rotate_inplace(
         q, None, cache, inv_freq, mscale, positions, interleaved, sm_count=sm_count
     )
     assert torch.equal(q, want_q)

@@ -9,14 +9,13 @@ import torch
 import yarn_ext
 from yarn_ext import ops, reference
 
+from . import support
 from .support import FLOAT_DTYPES, assert_matches_reference, randn
 
 pytestmark = pytest.mark.usefixtures("poison")
 
 
-def tables(dim: int, cached: int, scale: float = 4.0, base: float = 1e6, mscale: float = 1.25):
-    inv_freq = yarn_ext.yarn_inv_freq(dim, base, scale, 4096)
-    return ops.build_cos_sin_cache(inv_freq, cached, mscale), inv_freq, mscale
+tables = support.tables
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

@@ -8,7 +8,10 @@ that, dropping the growth lock or reading the tables one attribute at a time fai
 
 from __future__ import annotations
 
+import copy
+import io
 import math
+import pickle
 import sys
 import threading
 import time
@@ -167,3 +170,47 @@ def test_threads_share_a_module_whose_scale_changes_as_it_grows() -> None:
     inv_freq, mscale = state(longest)
     assert rope.mscale == mscale and torch.equal(rope.inv_freq, inv_freq)
     assert torch.equal(rope.cos_sin_cache, ops.build_cos_sin_cache(inv_freq, longest, mscale))
+
+
+def grow_in_thread(rope: YarnEmbedding, length: int) -> threading.Thread:
+    thread = threading.Thread(target=lambda: rope(randn(1, length, 16)), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_each_module_has_its_own_lock() -> None:
+    # While one module's lock is held, another module grows; the first one's growth waits.
+    a, b = (
+        YarnEmbedding(16, max_position_embeddings=8),
+        YarnEmbedding(16, max_position_embeddings=8),
+    )
+    with a._growth:
+        other = grow_in_thread(b, 40)
+        other.join(timeout=30)
+        assert not other.is_alive() and b.max_seq_len_cached == 40
+        same = grow_in_thread(a, 40)
+        same.join(timeout=0.5)
+        assert same.is_alive() and a.max_seq_len_cached == 8  # waits for a's lock
+    same.join(timeout=30)
+    assert not same.is_alive() and a.max_seq_len_cached == 40
+
+
+@pytest.mark.parametrize("copy_with", ["deepcopy", "pickle", "torch.save"])
+def test_copies_get_a_lock_of_their_own(copy_with: str) -> None:
+    rope = YarnEmbedding(16, max_position_embeddings=8)
+    rope(randn(1, 20, 16))
+    if copy_with == "deepcopy":
+        clone = copy.deepcopy(rope)
+    elif copy_with == "pickle":
+        clone = pickle.loads(pickle.dumps(rope))
+    else:
+        buffer = io.BytesIO()
+        torch.save(rope, buffer)
+        buffer.seek(0)
+        clone = torch.load(buffer, weights_only=False)
+    assert clone._growth is not rope._growth
+    with rope._growth:  # the original's lock does not hold the copy back
+        thread = grow_in_thread(clone, 50)
+        thread.join(timeout=30)
+        assert not thread.is_alive() and clone.max_seq_len_cached == 50
+    assert rope.max_seq_len_cached == 20

@@ -9,17 +9,19 @@ Public API:
                                     against this install (find_package(yarn_ext))
 """
 
+import ctypes
 from pathlib import Path
 
-import torch  # noqa: F401  (loads libtorch, which the extension links against)
+import torch
 
-from yarn_ext._loader import load_extension
+from yarn_ext._loader import load
 from yarn_ext._version import __version__
 
-# First: checks the torch ABI, then loads _C and libyarn_ext (the operator registrations).
-_C = load_extension()
+# First: checks the torch release, then loads _C and the operator libraries.
+_native = load()
+_C = _native.helpers
 
-from yarn_ext import ops, reference  # noqa: E402
+from yarn_ext import _registrations, ops, reference  # noqa: E402, F401
 from yarn_ext.embedding import YarnEmbedding  # noqa: E402
 from yarn_ext.helpers import (  # noqa: E402
     find_correction_dim,
@@ -50,13 +52,32 @@ cmake_prefix_path = str(Path(__file__).resolve().parent / "share" / "cmake")
 
 
 def built_backends() -> list[str]:
-    """Dispatch keys (CPU, CUDA, Meta) that have yarn_ext kernels in this build."""
-    return list(_C.built_backends())
+    """Dispatch keys (CPU, CUDA, Meta) that have a yarn_ext::rotate kernel in this process (CUDA
+    only where the build has the CUDA kernels and torch has CUDA; Meta: the fake implementation)."""
+    return [
+        key
+        for key in ("CPU", "CUDA", "Meta")
+        if torch._C._dispatch_has_kernel_for_dispatch_key("yarn_ext::rotate", key)
+    ]
 
 
 def cpu_kernels() -> str:
-    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2" or "AVX512", chosen from
-    ATen's CPU capability (torch.backends.cpu.get_cpu_capability(); the ATEN_CPU_CAPABILITY
-    environment variable can lower it). Every other capability - "NO AVX", NEON, SVE, VSX -
+    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2" or "AVX512", the best
+    this CPU supports, decided as ATen decides its own (torch.backends.cpu.get_cpu_capability());
+    the ATEN_CPU_CAPABILITY environment variable can lower it. Every other CPU - NEON, SVE, VSX -
     runs the DEFAULT copy."""
-    return str(_C.cpu_kernels())
+    function = _native.cpu.yarn_ext_cpu_kernels
+    function.restype = ctypes.c_char_p
+    return str(function().decode())
+
+
+def _set_cuda_token_path(enabled: bool) -> bool:
+    """Whether the CUDA launcher may take its token-major fast path (default: yes; off, every
+    layout takes the generic path). For measuring the generic path (benchmarks/rotation.py) and
+    for telling a suspected fast-path problem apart; YARN_EXT_CUDA_TOKEN_PATH=0 sets it off at
+    load time. Returns the previous setting."""
+    if _native.cuda is None:
+        raise RuntimeError(
+            "yarn_ext: the CUDA kernels are not loaded (no CUDA build or no CUDA torch)"
+        )
+    return bool(_native.cuda.yarn_ext_set_cuda_token_path(int(bool(enabled))))

@@ -1,66 +1,91 @@
-"""Loads the native module yarn_ext._C (and through it libyarn_ext), refusing a torch whose C++
-ABI differs from the one it was built against with a message that says what to do, instead of an
-undefined-symbol error or a crash."""
+"""Loads yarn_ext's native parts: the helper bindings yarn_ext._C (no torch in them), the operator
+library libyarn_ext (schemas and CPU kernels, on PyTorch's stable ABI) and, where torch has CUDA,
+libyarn_ext_cuda. The libraries are built once against the stable ABI and load into every torch
+from MINIMUM_TORCH on; a torch they cannot serve is refused with a message that says why."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import torch
 
 from yarn_ext._version import __version__
 
-_REMEDY = (
-    "Install the yarn_ext build made for this torch, or rebuild yarn_ext against it "
-    "(pip install --no-build-isolation --force-reinstall --no-deps <yarn_ext source>)."
-)
+# The oldest torch the libraries load into (their TORCH_TARGET_VERSION, CMakeLists.txt).
+MINIMUM_TORCH = (2, 10)
+_LIB_DIR = Path(__file__).resolve().parent / "lib"
 
 
 def _release(version: str) -> tuple[int, int]:
-    """(major, minor) of a torch version string such as 2.14.1+cu130: torch's C++ ABI changes
-    between minor releases."""
+    """(major, minor) of a version string such as 2.14.1+cu130 or 13.0."""
     major, minor = version.split("+")[0].split(".")[:2]
-    return int(major), int(minor)
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
-def abi_mismatch(
-    built_with: str, running: str, built_cuda: str | None = None, running_cuda: str | None = None
+def torch_mismatch(
+    running: str, built_cuda: str | None, running_cuda: str | None, cuda_kernels: bool
 ) -> str | None:
-    """The error message when an extension built against torch `built_with` (CUDA `built_cuda`,
-    None for a CPU build) cannot be used with torch `running` (CUDA `running_cuda`), else None."""
-    if _release(built_with) != _release(running):
+    """Why yarn_ext cannot run with torch `running` (CUDA `running_cuda`, None for a CPU-only
+    torch) when it was built for CUDA `built_cuda`, or None when it can. A CPU-only torch is
+    served by the CPU kernels alone."""
+    if _release(running) < MINIMUM_TORCH:
+        minimum = ".".join(map(str, MINIMUM_TORCH))
         return (
-            f"yarn_ext {__version__} was built against torch {built_with}, but torch {running} "
-            f"is installed; the two C++ ABIs differ. {_REMEDY}"
+            f"yarn_ext {__version__} needs torch >= {minimum}, but torch {running} is installed. "
+            f"Upgrade torch (pip install 'torch>={minimum}')."
         )
-    if built_cuda is not None and running_cuda is None:
-        return (
-            f"yarn_ext {__version__} was built against a CUDA {built_cuda} build of torch "
-            f"{built_with}, but the installed torch {running} is a CPU-only build. {_REMEDY}"
-        )
+    if cuda_kernels and built_cuda is not None and running_cuda is not None:
+        if _release(built_cuda)[0] != _release(running_cuda)[0]:
+            return (
+                f"yarn_ext {__version__} was built for CUDA {built_cuda}, but the installed torch "
+                f"{running} is a CUDA {running_cuda} build; the CUDA major versions differ. "
+                f"Install the yarn_ext build for CUDA {_release(running_cuda)[0]} or a torch "
+                f"built for CUDA {_release(built_cuda)[0]}; or set YARN_EXT_CPU_ONLY=1 to load "
+                f"yarn_ext's CPU kernels alone."
+            )
     return None
 
 
-def load_extension() -> ModuleType:
+@dataclass(frozen=True)
+class Native:
+    """The loaded native parts."""
+
+    helpers: ModuleType  # yarn_ext._C
+    cpu: ctypes.CDLL  # libyarn_ext
+    cuda: ctypes.CDLL | None  # libyarn_ext_cuda, where built and torch has CUDA
+
+
+def _library(name: str) -> Path:
+    matches = sorted(_LIB_DIR.glob(f"lib{name}.so*"))
+    if not matches:
+        raise ImportError(f"yarn_ext {__version__}: {_LIB_DIR}/lib{name}.so is missing")
+    return matches[0]
+
+
+def load() -> Native:
+    """Loads the native parts. YARN_EXT_CPU_ONLY=1 leaves the CUDA kernels out (and with them the
+    check of torch's CUDA version): the CPU kernels under any torch from MINIMUM_TORCH on."""
     try:
         build_info = importlib.import_module("yarn_ext._build_info")
-    except ImportError:  # a build without the record: let the import speak for itself
+    except ImportError:  # a build without the record: assume the CPU kernels only
         build_info = None
-    if build_info is not None:
-        message = abi_mismatch(
-            build_info.TORCH_VERSION, torch.__version__, build_info.TORCH_CUDA, torch.version.cuda
-        )
-        if message is not None:
-            raise ImportError(message)
-    try:
-        return importlib.import_module("yarn_ext._C")
-    except ImportError as error:
-        # An ABI break shows as a missing symbol or a missing torch library.
-        if "undefined symbol" not in str(error) and "cannot open shared object" not in str(error):
-            raise
-        built = f"torch {build_info.TORCH_VERSION}" if build_info is not None else "another torch"
-        raise ImportError(
-            f"yarn_ext {__version__} cannot be loaded with torch {torch.__version__}: it was "
-            f"built against {built} and the C++ ABIs differ ({error}). {_REMEDY}"
-        ) from error
+    built_cuda = getattr(build_info, "TORCH_CUDA", None)
+    cpu_only = os.environ.get("YARN_EXT_CPU_ONLY", "0") == "1"
+    cuda_kernels = bool(getattr(build_info, "CUDA_KERNELS", False)) and not cpu_only
+    message = torch_mismatch(torch.__version__, built_cuda, torch.version.cuda, cuda_kernels)
+    if message is not None:
+        raise ImportError(message)
+    helpers = importlib.import_module("yarn_ext._C")
+    cpu_path = _library("yarn_ext")
+    torch.ops.load_library(str(cpu_path))
+    cuda = None
+    if cuda_kernels and torch.version.cuda is not None:
+        cuda_path = _library("yarn_ext_cuda")
+        torch.ops.load_library(str(cuda_path))
+        cuda = ctypes.CDLL(str(cuda_path))
+    return Native(helpers, ctypes.CDLL(str(cpu_path)), cuda)

@@ -15,10 +15,6 @@ from yarn_ext._checks import as_float, as_int, positive_float, positive_int
 from yarn_ext.helpers import yarn_inv_freq
 from yarn_ext.hf_config import hf_yarn_parameters
 
-# Growth is serialised (rare, and a smaller growth must not commit over a larger one); one lock
-# for every module keeps modules copyable and picklable.
-_GROWTH = threading.RLock()
-
 
 class _Tables(NamedTuple):
     """What the kernels read: float64 inv_freq, the float32 cache, and how they were made."""
@@ -65,6 +61,7 @@ class YarnEmbedding(nn.Module):
     mscale: float
     max_seq_len_cached: int
     _current: _Tables  # inv_freq, cos_sin_cache, scale, mscale: the state a call reads
+    _growth: threading.RLock  # serialises this module's growth; recreated by copies and loads
 
     def __init__(
         self,
@@ -85,6 +82,7 @@ class YarnEmbedding(nn.Module):
         interleaved: bool = False,
     ) -> None:
         super().__init__()
+        self._growth = threading.RLock()
         # dim, base, the betas and the scale are checked by the C++ core (yarn_inv_freq) with
         # messages that name them; here only what the core does not see.
         self.dim = as_int("dim", dim)
@@ -239,33 +237,33 @@ class YarnEmbedding(nn.Module):
         may differ in head count and be non-contiguous views (slices of a fused qkv tensor).
         Same position rules as forward; a call that raises has changed nothing. For inference:
         where q or k requires grad this raises (use forward)."""
-        needed = self._needed_length(seq_len, positions, q, k)
-        if needed is not None and needed > self.max_seq_len_cached:
-            self._rotate_growing(needed, q, k, positions)
-        else:
-            t = self._current
-            ops.rotate_inplace(
-                q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved
-            )
+        # With positions and no seq_len (a decode step) nothing can grow: straight to the kernel.
+        if positions is None or seq_len is not None:
+            needed = self._needed_length(seq_len, positions, q, k)
+            if needed is not None and needed > self.max_seq_len_cached:
+                self._rotate_growing(needed, q, k, positions)
+                return q, k
+        t = self._current
+        ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
         return q, k
 
     # Growth runs eagerly: under torch.compile it is a graph break, and the usual path (positions
     # given, or a cache long enough) stays in the graph. The new tables are committed only once
     # the kernel succeeded, so a call that raises leaves the module as it was. Calls from several
-    # threads: growth holds _GROWTH (a thread that finds the cache grown meanwhile uses it), and
-    # every call reads the tables once, from _current, so it sees one state or the next, never a
-    # mix.
+    # threads: growth holds the module's own lock, _growth (a thread that finds the cache grown
+    # meanwhile uses it), and every call reads the tables once, from _current, so it sees one
+    # state or the next, never a mix.
 
     def _tables_for(self, needed: int) -> tuple[_Tables, bool]:
-        """Under _GROWTH: the tables a call needing `needed` positions uses, and whether they are
-        new (to be committed after the call's kernel)."""
+        """Under self._growth: the tables a call needing `needed` positions uses, and whether they
+        are new (to be committed after the call's kernel)."""
         if needed <= self.max_seq_len_cached:
             return self._current, False
         return self._grown_tables(needed), True
 
     @torch.compiler.disable
     def _forward_growing(self, needed: int, x: Tensor, positions: Tensor | None) -> Tensor:
-        with _GROWTH:
+        with self._growth:
             t, new = self._tables_for(int(needed))
             out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
             if new:
@@ -276,7 +274,7 @@ class YarnEmbedding(nn.Module):
     def _rotate_growing(
         self, needed: int, q: Tensor, k: Tensor | None, positions: Tensor | None
     ) -> None:
-        with _GROWTH:
+        with self._growth:
             t, new = self._tables_for(int(needed))
             ops.rotate_inplace(
                 q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved
@@ -297,7 +295,7 @@ class YarnEmbedding(nn.Module):
         seq_len = positive_int("seq_len", seq_len)
         # Built from the (possibly grown) tables and committed last: a call that raises (say a
         # bad dtype or device) changes nothing.
-        with _GROWTH:
+        with self._growth:
             return self._cos_sin(seq_len, dtype, device)
 
     def _cos_sin(
@@ -326,8 +324,8 @@ class YarnEmbedding(nn.Module):
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> YarnEmbedding:
         # .to(dtype), .half(), .bfloat16() must not lower the precision of the tables (the
         # float64 inv_freq, the float32 cache): follow device moves, keep the dtypes.
-        # Under _GROWTH: a growth committing meanwhile would leave tables on the old device.
-        with _GROWTH:
+        # Under the lock: a growth committing meanwhile would leave tables on the old device.
+        with self._growth:
             before = dict(self._buffers)
             super()._apply(fn, recurse)
             for name, old in before.items():
@@ -338,6 +336,18 @@ class YarnEmbedding(nn.Module):
                 self._buffers["inv_freq"], self._buffers["cos_sin_cache"], self.scale, self.mscale
             )
         return self
+
+    # Each module has its own lock: growth of one never waits for another. A lock cannot be
+    # copied or pickled, so copies and loaded modules get a fresh one.
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state.pop("_growth", None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        super().__setstate__(state)
+        self._growth = threading.RLock()
 
     def extra_repr(self) -> str:
         kind = f"yarn scale={self.scale:g}" if not math.isclose(self.scale, 1.0) else "rope"

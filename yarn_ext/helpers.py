@@ -64,7 +64,7 @@ def linear_ramp_mask(
     """float32 tensor [dim]: ``clamp((arange(dim) - min) / (max - min), 0, 1)``; when
     min == max, max is nudged by 0.001 as in Zeta."""
     ramp = _C.linear_ramp_mask(as_float("min", min), as_float("max", max), as_int("dim", dim))
-    return ramp if device is None else ramp.to(device)
+    return torch.tensor(ramp, dtype=torch.float32, device=device)
 
 
 def get_mscale(scale: SupportsFloat = 1.0, mscale: SupportsFloat = 1.0) -> float:
@@ -86,7 +86,7 @@ def yarn_inv_freq(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """float64 tensor [dim / 2]: YaRN's blended inverse frequencies for `scale` (1: plain RoPE)."""
-    inv_freq = _C.yarn_inv_freq(
+    values = _C.yarn_inv_freq(
         as_int("dim", dim),
         as_float("base", base),
         as_float("scale", scale),
@@ -96,4 +96,4 @@ def yarn_inv_freq(
         as_float("beta_slow", beta_slow),
         bool(truncate),
     )
-    return inv_freq if device is None else inv_freq.to(device)
+    return torch.tensor(values, dtype=torch.float64, device=device)

@@ -18,6 +18,7 @@ from torch import Tensor
 _BUILD_COS_SIN_CACHE = torch.ops.yarn_ext.build_cos_sin_cache.default
 _ROTATE = torch.ops.yarn_ext.rotate.default
 _ROTATE_INPLACE = torch.ops.yarn_ext.rotate_inplace.default
+_INCREMENT_VERSION = torch._C._increment_version
 
 
 def build_cos_sin_cache(inv_freq: Tensor, num_positions: int, mscale: float) -> Tensor:
@@ -56,5 +57,16 @@ def rotate_inplace(
 ) -> None:
     """Rotates q and (when given) k in place in one call; same conventions as `rotate`. q and k
     may have different head counts and be non-contiguous views (say slices of a fused qkv).
-    A call that raises has changed nothing."""
+    A call that raises has changed nothing. For inference: where q or k requires grad (and grad
+    mode is on) this raises; use `rotate`, which is differentiable."""
+    if (q.requires_grad or (k is not None and k.requires_grad)) and torch.is_grad_enabled():
+        raise RuntimeError(
+            "yarn_ext.rotate_inplace: q or k requires grad, and the in-place rotation "
+            "(YarnEmbedding.rotate_) is for inference. Where gradients are needed use "
+            "YarnEmbedding.forward (yarn_ext.ops.rotate), which is differentiable"
+        )
     _ROTATE_INPLACE(q, k, cos_sin_cache, inv_freq, mscale, positions, interleaved)
+    # The version counters, bumped as ATen's in-place operators bump them, so that autograd
+    # notices saved tensors being overwritten. Here, not in the library: the stable ABI has no
+    # call for it, and a Python ADInplaceOrView kernel would cost a decode step microseconds.
+    _INCREMENT_VERSION((q,) if k is None else (q, k))

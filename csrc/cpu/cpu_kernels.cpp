@@ -1,12 +1,14 @@
 #include "cpu/cpu_kernels.h"
 
-#include <ATen/Version.h>
-
+#include <cctype>
+#include <cstdlib>
 #include <string>
+
+#include "export.h"
 
 namespace yarn_ext::cpu {
 
-// One table per instruction-set copy of vectorized/kernels.cpp that CMake built.
+// One table per instruction-set copy of vectorized/kernels.cpp in the build.
 namespace DEFAULT {
 extern const Kernels kernels;
 }
@@ -21,16 +23,59 @@ extern const Kernels kernels;
 }
 #endif
 
+const char* choose_capability(bool avx2, bool avx512, const char* requested) {
+  // ATen's rule: the best the CPU supports, lowered (never raised) by ATEN_CPU_CAPABILITY
+  // ("default", "avx2", "avx512", any case); another value leaves the choice alone.
+  std::string wanted = requested != nullptr ? requested : "";
+  for (char& c : wanted) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (wanted == "default") return "DEFAULT";
+  if (avx512 && wanted != "avx2") return "AVX512";
+  if (avx2) return "AVX2";
+  return "DEFAULT";
+}
+
+namespace {
+
+// What this CPU supports, asked of the CPU itself (libtorch's own answer, at::get_cpu_capability,
+// is not on the stable ABI). The same features ATen requires for its copies: AVX2 with FMA for
+// AVX2; AVX-512 F, BW, VL and DQ for AVX512.
+[[maybe_unused]] bool cpu_has_avx2() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+[[maybe_unused]] bool cpu_has_avx512() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
 const Kernels& kernels() {
-  // ATen's answer for this CPU ("DEFAULT", "AVX2", "AVX512"; lowered by ATEN_CPU_CAPABILITY),
-  // decided once.
+  // Decided once, like ATen's own choice.
   static const Kernels& chosen = []() -> const Kernels& {
-    [[maybe_unused]] const std::string capability = at::get_cpu_capability();
+    bool avx2 = false;
+    bool avx512 = false;
+#if defined(YARN_EXT_CPU_AVX2)
+    avx2 = cpu_has_avx2();
+#endif
+#if defined(YARN_EXT_CPU_AVX512)
+    avx512 = avx2 && cpu_has_avx512();
+#endif
+    const std::string capability =
+        choose_capability(avx2, avx512, std::getenv("ATEN_CPU_CAPABILITY"));
 #if defined(YARN_EXT_CPU_AVX512)
     if (capability == "AVX512") return AVX512::kernels;
 #endif
 #if defined(YARN_EXT_CPU_AVX2)
-    if (capability == "AVX2" || capability == "AVX512") return AVX2::kernels;
+    if (capability == "AVX2") return AVX2::kernels;
 #endif
     return DEFAULT::kernels;
   }();
@@ -38,3 +83,8 @@ const Kernels& kernels() {
 }
 
 }  // namespace yarn_ext::cpu
+
+// The name of the copy in use, for yarn_ext.cpu_kernels() (read through ctypes: no Python here).
+extern "C" YARN_EXT_API const char* yarn_ext_cpu_kernels() {
+  return yarn_ext::cpu::kernels().name;
+}

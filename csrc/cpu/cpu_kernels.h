@@ -1,11 +1,10 @@
 // The CPU kernels' inner loops, compiled once per instruction set (vectorized/kernels.cpp is built
-// with CPU_CAPABILITY = DEFAULT, AVX2 and AVX512 on x86-64) and chosen at run time from ATen's
-// CPU capability (the ATEN_CPU_CAPABILITY environment variable can lower it, as for ATen's own
-// kernels). The jobs are plain data: the instruction-set copies and the code that plans and
-// threads them (rotate_kernel.cpp, cache_kernel.cpp) share nothing else.
+// with CPU_CAPABILITY = DEFAULT, AVX2 and AVX512 on x86-64) and chosen at run time from what the
+// CPU supports (the ATEN_CPU_CAPABILITY environment variable can lower it, as for ATen's own
+// kernels). The jobs are plain data: the instruction-set copies, which use ATen's vector headers
+// and are compiled without TORCH_TARGET_VERSION, see no tensor, and the stable-ABI code that
+// plans and threads them (rotate_kernel.cpp, cache_kernel.cpp) shares nothing else with them.
 #pragma once
-
-#include <c10/core/ScalarType.h>
 
 #include <cstdint>
 
@@ -25,7 +24,7 @@ struct RowDims {
 // One rotated tensor (q, k or x) split into tokens and heads: the position can change along the
 // token dimensions and does not along the head dimensions, so one cos/sin row serves all the
 // heads of a token. Every operand of a job has the same token sizes and positions strides.
-struct RotateOperand {
+struct JobOperand {
   const void* in = nullptr;
   void* out = nullptr;    // == in for in-place rotation
   int64_t in_stride = 1;  // element strides of the last dimension
@@ -36,9 +35,12 @@ struct RotateOperand {
   bool heads_inner = true;  // the heads of a token are closer in memory than its neighbours
 };
 
+// The element types the CPU kernels rotate.
+enum class ElementType { kFloat32, kFloat16, kBFloat16, kFloat64 };
+
 struct RotateJob {
-  c10::ScalarType dtype = c10::ScalarType::Float;
-  RotateOperand operands[2];
+  ElementType dtype = ElementType::kFloat32;
+  JobOperand operands[2];
   int num_operands = 1;
   int64_t num_tokens = 0;
   const void* positions = nullptr;  // nullptr: implicit, a token's position is its offset
@@ -65,5 +67,9 @@ struct Kernels {
 
 // The copy for this CPU (and ATEN_CPU_CAPABILITY).
 const Kernels& kernels();
+
+// Which copy `kernels()` returns for a CPU with these features and this ATEN_CPU_CAPABILITY
+// value (nullptr: unset): "DEFAULT", "AVX2" or "AVX512", as ATen decides its own.
+const char* choose_capability(bool avx2, bool avx512, const char* requested);
 
 }  // namespace yarn_ext::cpu

@@ -6,10 +6,10 @@
 // for all its heads. Tokens are handed to threads in chunks of at least kGrainElements elements
 // (about 8 chunks per thread); a call smaller than that (decode) runs on the calling thread
 // without allocating anything.
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <optional>
@@ -20,18 +20,20 @@
 namespace yarn_ext::cpu {
 namespace {
 
+using torch::stable::Tensor;
+
 // ATen's grain: below it, threading costs more than it saves.
 constexpr int64_t kGrainElements = 32768;
 
 // Splits the (merged) row dimensions of a task into token dimensions - those along which the
 // position changes - and head dimensions. With every_dim_a_token each row is its own token: for
 // calls with fewer tokens than threads, whose work would otherwise sit on one thread.
-RotateOperand split_rows(const detail::RotationTask& task, bool every_dim_a_token) {
-  RotateOperand op;
-  op.in = task.input.const_data_ptr();
-  op.out = task.output.data_ptr();
-  op.in_stride = task.input.stride(-1);
-  op.out_stride = task.output.stride(-1);
+JobOperand split_rows(const detail::RotationTask& task, bool every_dim_a_token) {
+  JobOperand op;
+  op.in = task.in;
+  op.out = task.out;
+  op.in_stride = task.in_stride;
+  op.out_stride = task.out_stride;
   const RotationRows& rows = task.rows;
   for (int d = 0; d < rows.ndim; ++d) {
     const bool token = every_dim_a_token || rows.strides[kPositions][d] != 0;
@@ -50,7 +52,7 @@ RotateOperand split_rows(const detail::RotationTask& task, bool every_dim_a_toke
   return op;
 }
 
-int64_t num_tokens(const RotateOperand& op) {
+int64_t num_tokens(const JobOperand& op) {
   int64_t tokens = 1;
   for (int i = 0; i < op.tokens.ndim; ++i) tokens *= op.tokens.sizes[i];
   return tokens;
@@ -64,22 +66,21 @@ bool same_tokens(const RowDims& a, const RowDims& b) {
   return true;
 }
 
-struct Tables {
-  const at::Tensor& cache;
-  const at::Tensor& inv_freq;
-  double mscale;
+// What a call rotates with: the tables and the direction.
+struct RotationSettings {
+  const CosSinTables& tables;
   bool interleaved;
   bool inverse;
 };
 
-void run_job(RotateJob& job, const Tables& tables) {
-  job.cache = tables.cache.const_data_ptr<float>();
-  job.cache_positions = tables.cache.size(0);
-  job.frequencies = tables.inv_freq.const_data_ptr<double>();
-  job.half = tables.inv_freq.size(0);
-  job.mscale = tables.mscale;
-  job.interleaved = tables.interleaved;
-  job.inverse = tables.inverse;
+void run_job(RotateJob& job, const RotationSettings& settings) {
+  job.cache = settings.tables.cache;
+  job.cache_positions = settings.tables.cache_positions;
+  job.frequencies = settings.tables.frequencies;
+  job.half = settings.tables.half;
+  job.mscale = settings.tables.mscale;
+  job.interleaved = settings.interleaved;
+  job.inverse = settings.inverse;
   job.num_tokens = num_tokens(job.operands[0]);
   int64_t elements_per_token = 0;
   for (int o = 0; o < job.num_operands; ++o) {
@@ -88,8 +89,10 @@ void run_job(RotateJob& job, const Tables& tables) {
   const int64_t grain =
       std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_token));
   const Kernels& k = kernels();
-  const int64_t threads = at::get_num_threads();
-  if (job.num_tokens <= grain || threads == 1 || at::in_parallel_region()) {
+  const auto threads = static_cast<int64_t>(torch::stable::get_num_threads());
+  // (Inside a parallel region torch's parallel_for runs its range on the calling thread, which
+  // then takes every chunk from the counter.)
+  if (job.num_tokens <= grain || threads == 1) {
     k.rotate_tokens(job, 0, job.num_tokens);
     return;
   }
@@ -102,7 +105,7 @@ void run_job(RotateJob& job, const Tables& tables) {
   const int64_t chunk = std::max(grain, (job.num_tokens + 8 * threads - 1) / (8 * threads));
   const int64_t chunks = (job.num_tokens + chunk - 1) / chunk;
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min(threads, chunks), 1, [&](int64_t, int64_t) {
+  torch::stable::parallel_for(0, std::min(threads, chunks), 1, [&](int64_t, int64_t) {
     for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
       k.rotate_tokens(job, c * chunk, std::min(job.num_tokens, (c + 1) * chunk));
     }
@@ -110,73 +113,86 @@ void run_job(RotateJob& job, const Tables& tables) {
 }
 
 void set_positions(RotateJob& job, const detail::RotationTask& task) {
-  job.positions = task.positions.defined() ? task.positions.const_data_ptr() : nullptr;
-  job.int32_positions = task.positions.defined() && task.positions.scalar_type() == at::kInt;
+  job.positions = task.positions;
+  job.int32_positions = task.int32_positions;
+}
+
+ElementType element_type(detail::Dtype type) {
+  switch (type) {
+    case detail::Dtype::kFloat16:
+      return ElementType::kFloat16;
+    case detail::Dtype::kBFloat16:
+      return ElementType::kBFloat16;
+    case detail::Dtype::kFloat64:
+      return ElementType::kFloat64;
+    default:  // float32, the only other type the checks let through
+      return ElementType::kFloat32;
+  }
 }
 
 // Rotates `first` and optionally `second` (k: same positions and tables).
 void run(const detail::RotationTask& first, const detail::RotationTask* second,
-         const Tables& tables) {
+         const RotationSettings& settings) {
   const detail::RotationTask* tasks[2];
   int count = 0;
   int64_t elements = 0;
   for (const detail::RotationTask* task : {&first, second}) {
-    if (task != nullptr && task->input.numel() > 0) {
+    if (task != nullptr && task->num_rows > 0 && task->head_size > 0) {
       tasks[count++] = task;
-      elements += task->input.numel();
+      elements += task->num_rows * task->head_size;
     }
   }
   if (count == 0) return;
-  RotateOperand operands[2];
+  JobOperand operands[2];
   for (int o = 0; o < count; ++o) operands[o] = split_rows(*tasks[o], false);
   // Fewer tokens than threads but much work (one position broadcast over a large batch): then
   // every row is a token, so that the rows are what is split over threads.
-  if (num_tokens(operands[0]) < at::get_num_threads() && elements >= 2 * kGrainElements) {
+  if (num_tokens(operands[0]) < static_cast<int64_t>(torch::stable::get_num_threads()) &&
+      elements >= 2 * kGrainElements) {
     for (int o = 0; o < count; ++o) operands[o] = split_rows(*tasks[o], true);
   }
   RotateJob job;
-  job.dtype = first.input.scalar_type();
-  job.head_size = first.input.size(-1);
+  job.dtype = element_type(first.dtype);
+  job.head_size = first.head_size;
   if (count == 2 && same_tokens(operands[0].tokens, operands[1].tokens)) {
     set_positions(job, *tasks[0]);
     job.operands[0] = operands[0];
     job.operands[1] = operands[1];
     job.num_operands = 2;
-    run_job(job, tables);
+    run_job(job, settings);
     return;
   }
   for (int o = 0; o < count; ++o) {
     set_positions(job, *tasks[o]);
     job.operands[0] = operands[o];
     job.num_operands = 1;
-    run_job(job, tables);
+    run_job(job, settings);
   }
 }
 
-at::Tensor rotate_cpu(const at::Tensor& x, const at::Tensor& cos_sin_cache,
-                      const at::Tensor& inv_freq, double mscale,
-                      const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
-  const detail::RotationTask task =
-      detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
-  run(task, nullptr, {cos_sin_cache, inv_freq, mscale, interleaved, inverse});
+Tensor rotate_cpu(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                  std::optional<Tensor> positions, bool interleaved, bool inverse) {
+  CosSinTables tables;
+  const detail::RotationTask task = detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache,
+                                                        inv_freq, mscale, positions, &tables);
+  run(task, nullptr, {tables, interleaved, inverse});
   return task.output;
 }
 
-void rotate_inplace_cpu(const at::Tensor& q, const std::optional<at::Tensor>& k,
-                        const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq, double mscale,
-                        const std::optional<at::Tensor>& positions, bool interleaved) {
+void rotate_inplace_cpu(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
+                        double mscale, std::optional<Tensor> positions, bool interleaved) {
   // Everything is validated before the first write, so a failing call leaves q and k untouched.
+  CosSinTables tables;
   const detail::InplaceRotation plan = detail::plan_rotate_inplace(
-      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
-  run(plan.q, plan.k ? &*plan.k : nullptr,
-      {cos_sin_cache, inv_freq, mscale, interleaved, /*inverse=*/false});
+      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions, &tables);
+  run(plan.q, plan.k ? &*plan.k : nullptr, {tables, interleaved, /*inverse=*/false});
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
-  m.impl("rotate", &rotate_cpu);
-  m.impl("rotate_inplace", &rotate_inplace_cpu);
+STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
+  m.impl("rotate", TORCH_BOX(&rotate_cpu));
+  m.impl("rotate_inplace", TORCH_BOX(&rotate_inplace_cpu));
 }
 
 }  // namespace yarn_ext::cpu

@@ -1,10 +1,9 @@
 // CUDA kernel: the float32 cos/sin cache from float64 inv_freq. One thread per (position,
 // frequency), float64 angle reduction and sin/cos from the shared math, so the CUDA and CPU caches
 // agree to the last bit in nearly every entry (within one float32 ulp always).
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 
@@ -34,26 +33,26 @@ __global__ void build_cos_sin_cache_kernel(const double* __restrict__ frequencie
   }
 }
 
-at::Tensor build_cos_sin_cache_cuda(const at::Tensor& inv_freq, int64_t num_positions,
-                                    double mscale) {
+torch::stable::Tensor build_cos_sin_cache_cuda(torch::stable::Tensor inv_freq,
+                                               int64_t num_positions, double mscale) {
   constexpr const char* kOp = "yarn_ext.build_cos_sin_cache";
   const int64_t half = detail::check_cache_request(kOp, inv_freq, num_positions, mscale);
-  const c10::cuda::CUDAGuard guard(inv_freq.device());
-  at::Tensor cache = at::empty({num_positions, 2 * half}, inv_freq.options().dtype(at::kFloat));
+  const torch::stable::accelerator::DeviceGuard guard(inv_freq.get_device_index());
+  torch::stable::Tensor cache = torch::stable::new_empty(inv_freq, {num_positions, 2 * half},
+                                                         torch::headeronly::ScalarType::Float);
   const int64_t total = num_positions * half;
   if (total == 0) return cache;
-  build_cos_sin_cache_kernel<<<grid_size(total, kThreads, 16), kThreads, 0,
-                               c10::cuda::getCurrentCUDAStream()>>>(
-      inv_freq.const_data_ptr<double>(), half, num_positions, mscale,
-      cache.mutable_data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  build_cos_sin_cache_kernel<<<grid_size(total, kThreads, 16), kThreads, 0, current_stream()>>>(
+      static_cast<const double*>(inv_freq.const_data_ptr()), half, num_positions, mscale,
+      static_cast<float*>(cache.mutable_data_ptr()));
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
   return cache;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(yarn_ext, CUDA, m) {
-  m.impl("build_cos_sin_cache", &build_cos_sin_cache_cuda);
+STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CUDA, m) {
+  m.impl("build_cos_sin_cache", TORCH_BOX(&build_cos_sin_cache_cuda));
 }
 
 }  // namespace yarn_ext::cuda

@@ -1,11 +1,11 @@
-// Launch helpers shared by the CUDA kernels. Only c10/cuda headers: ATen/cuda/CUDAContext.h
-// would pull in cuBLAS and cuSPARSE headers, which a minimal CUDA toolkit does not ship.
+// Launch helpers shared by the CUDA kernels: the CUDA runtime and torch's C shim only (stable
+// ABI), no c10/cuda.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/macros.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,19 +13,28 @@
 
 namespace yarn_ext::cuda {
 
+// torch's current stream on the current device.
+inline cudaStream_t current_stream() {
+  void* stream = nullptr;
+  const int32_t device = torch::stable::accelerator::getCurrentDeviceIndex();
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device, &stream));
+  return static_cast<cudaStream_t>(stream);
+}
+
 // Streaming multiprocessors of the current device, queried once per device (no synchronization).
 inline int sm_count() {
   constexpr int kMaxDevices = 64;
   static std::atomic<int> counts[kMaxDevices] = {};
-  const int device = c10::cuda::current_device();
+  int device = 0;
+  STD_CUDA_CHECK(cudaGetDevice(&device));
   if (device >= kMaxDevices) {
     int n = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    STD_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
     return n;
   }
   int n = counts[device].load(std::memory_order_relaxed);
   if (n == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    STD_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
     counts[device].store(n, std::memory_order_relaxed);
   }
   return n;

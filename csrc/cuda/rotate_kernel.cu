@@ -12,14 +12,15 @@
 // inputs, take the float64 math out of line (core/cos_sin_run.h). No host synchronization:
 // positions are only read on the device. benchmarks/sass.py reports what these kernels compile
 // to (registers, local memory, instructions per item).
-#include <ATen/Dispatch.h>
-#include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <optional>
 
 #include "cuda/launch.h"
+#include "export.h"
 #include "rotate_args.h"
 #include "rotation_plan.h"
 #include "yarn_ext/core/rotate_work.h"
@@ -27,6 +28,8 @@
 
 namespace yarn_ext::cuda {
 namespace {
+
+using torch::stable::Tensor;
 
 constexpr int kThreads = kTokenBlockThreads;
 // At least 4 blocks (1024 threads) per SM: the register budget (64) that keeps a memory-bound
@@ -60,7 +63,7 @@ void launch(const TokenRotateArgs<scalar_t>& args, bool interleaved) {
   if (geometry.grid_x == 0 || geometry.grid_y == 0) return;
   const dim3 grid(geometry.grid_x, geometry.grid_y);
   const dim3 block(geometry.block_x, geometry.block_y);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   const bool in_place = args.operands[0].in == args.operands[0].out;
   if (interleaved) {
     if (in_place) {
@@ -73,7 +76,7 @@ void launch(const TokenRotateArgs<scalar_t>& args, bool interleaved) {
   } else {
     rotate_tokens_kernel<scalar_t, kVec, false, false><<<grid, block, 0, stream>>>(args);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, int kVec>
@@ -83,56 +86,78 @@ void launch(const RotateArgs<scalar_t>& args, bool interleaved) {
   // Enough blocks to fill every SM several times over, then grid-stride: full occupancy from
   // one token to millions.
   const unsigned blocks = grid_size(total, kThreads, 32);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   if (interleaved) {
     rotate_generic_kernel<scalar_t, kVec, true><<<blocks, kThreads, 0, stream>>>(args);
   } else {
     rotate_generic_kernel<scalar_t, kVec, false><<<blocks, kThreads, 0, stream>>>(args);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Rotates one or two tasks (q and k) sharing the tables.
-void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask* second,
-                  const at::Tensor& cache, const at::Tensor& inv_freq, double mscale,
-                  bool interleaved, bool inverse) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, first.input.scalar_type(), "yarn_ext_rotate_cuda", [&] {
-        detail::with_rotate_args<scalar_t>(
-            first, second, cache, inv_freq, mscale, inverse, sm_count(),
-            detail::cuda_token_path_enabled(), [&](auto width, const auto& args) {
-              launch<scalar_t, decltype(width)::value>(args, interleaved);
-            });
-      });
+template <typename scalar_t>
+void rotate_typed(const detail::RotationTask& first, const detail::RotationTask* second,
+                  const CosSinTables& tables, bool interleaved, bool inverse) {
+  detail::with_rotate_args<scalar_t>(first, second, tables, inverse, sm_count(),
+                                     detail::cuda_token_path_enabled(),
+                                     [&](auto width, const auto& args) {
+                                       launch<scalar_t, decltype(width)::value>(args, interleaved);
+                                     });
 }
 
-at::Tensor rotate_cuda(const at::Tensor& x, const at::Tensor& cos_sin_cache,
-                       const at::Tensor& inv_freq, double mscale,
-                       const std::optional<at::Tensor>& positions, bool interleaved, bool inverse) {
+void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask* second,
+                  const CosSinTables& tables, bool interleaved, bool inverse) {
+  switch (first.dtype) {
+    case detail::Dtype::kFloat16:
+      return rotate_typed<c10::Half>(first, second, tables, interleaved, inverse);
+    case detail::Dtype::kBFloat16:
+      return rotate_typed<c10::BFloat16>(first, second, tables, interleaved, inverse);
+    case detail::Dtype::kFloat64:
+      return rotate_typed<double>(first, second, tables, interleaved, inverse);
+    default:  // float32, the only other type the checks let through
+      return rotate_typed<float>(first, second, tables, interleaved, inverse);
+  }
+}
+
+Tensor rotate_cuda(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                   std::optional<Tensor> positions, bool interleaved, bool inverse) {
   // Validation first: a CPU tensor must get the argument error, not a guard's complaint.
-  const detail::RotationTask task =
-      detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions);
-  const c10::cuda::CUDAGuard guard(x.device());
-  rotate_tasks(task, nullptr, cos_sin_cache, inv_freq, mscale, interleaved, inverse);
+  CosSinTables tables;
+  const detail::RotationTask task = detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache,
+                                                        inv_freq, mscale, positions, &tables);
+  const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  rotate_tasks(task, nullptr, tables, interleaved, inverse);
   return task.output;
 }
 
-void rotate_inplace_cuda(const at::Tensor& q, const std::optional<at::Tensor>& k,
-                         const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq, double mscale,
-                         const std::optional<at::Tensor>& positions, bool interleaved) {
+void rotate_inplace_cuda(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
+                         double mscale, std::optional<Tensor> positions, bool interleaved) {
   // Everything is validated before the launch, so a failing call leaves q and k untouched.
+  CosSinTables tables;
   const detail::InplaceRotation plan = detail::plan_rotate_inplace(
-      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions);
-  const c10::cuda::CUDAGuard guard(q.device());
-  rotate_tasks(plan.q, plan.k ? &*plan.k : nullptr, cos_sin_cache, inv_freq, mscale, interleaved,
-               /*inverse=*/false);
+      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions, &tables);
+  const torch::stable::accelerator::DeviceGuard guard(q.get_device_index());
+  rotate_tasks(plan.q, plan.k ? &*plan.k : nullptr, tables, interleaved, /*inverse=*/false);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(yarn_ext, CUDA, m) {
-  m.impl("rotate", &rotate_cuda);
-  m.impl("rotate_inplace", &rotate_inplace_cuda);
+STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CUDA, m) {
+  m.impl("rotate", TORCH_BOX(&rotate_cuda));
+  m.impl("rotate_inplace", TORCH_BOX(&rotate_inplace_cuda));
 }
 
 }  // namespace yarn_ext::cuda
+
+// The launcher's path switch (rotate_args.h), for benchmarks/rotation.py, which measures the
+// generic path with the token path off (through ctypes: yarn_ext._native.set_cuda_token_path).
+// Returns the previous setting.
+extern "C" YARN_EXT_API int yarn_ext_set_cuda_token_path(int enabled) {
+  return yarn_ext::detail::set_cuda_token_path(enabled != 0) ? 1 : 0;
+}
+
+// Referenced by the C++ API's headers (yarn_ext/library_anchor.h) where the build has CUDA.
+extern "C" YARN_EXT_API int yarn_ext_cuda_library_anchor() {
+  return 0;
+}

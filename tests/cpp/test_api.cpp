@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -129,22 +131,72 @@ void test_autograd_in_cpp() {
 }
 
 void test_errors() {
-  check(throws<c10::ValueError>([] { yarn_ext::YarnEmbedding(yarn_ext::YarnEmbeddingOptions(63)); },
-                                "dim"),
+  check(throws<std::invalid_argument>(
+            [] { yarn_ext::YarnEmbedding(yarn_ext::YarnEmbeddingOptions(63)); }, "dim"),
         "odd dim named");
-  check(throws<c10::ValueError>(
+  check(throws<std::invalid_argument>(
             [] { yarn_ext::YarnEmbedding(yarn_ext::YarnEmbeddingOptions(64).scaling_factor(2.0)); },
             "scaling_factor"),
         "scaling_factor without finetuned named");
   yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(64));
   at::Tensor q = torch::randn({5, 2, 64});
   const at::Tensor before = q.clone();
-  check(throws<c10::ValueError>([&] { rope->rotate_(q, std::nullopt, torch::arange(3)); },
-                                "positions"),
+  check(throws<std::invalid_argument>([&] { rope->rotate_(q, std::nullopt, torch::arange(3)); },
+                                      "positions"),
         "positions that do not broadcast named");
   check(torch::equal(q, before), "a failed in-place call changes nothing");
-  check(throws<c10::TypeError>([&] { rope->forward(torch::ones({2, 64}, torch::kLong)); }, "x"),
+  check(throws<std::invalid_argument>([&] { rope->forward(torch::ones({2, 64}, torch::kLong)); },
+                                      "x"),
         "integer x named");
+}
+
+void test_threads() {
+  // Eight threads share one module and grow it while they call it. Static YaRN at scale 4 over a
+  // 16-position original, lengths up to 63: growth only extends the cache, so every result must
+  // equal a single-threaded module's.
+  auto options = yarn_ext::YarnEmbeddingOptions(32)
+                     .max_position_embeddings(16)
+                     .original_max_position_embeddings(16)
+                     .finetuned(true)
+                     .scaling_factor(4.0);
+  yarn_ext::YarnEmbedding shared(options);
+  yarn_ext::YarnEmbedding alone(options);
+  constexpr int kThreads = 8;
+  constexpr int kCalls = 6;
+  std::vector<std::vector<at::Tensor>> inputs(kThreads), outputs(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int c = 0; c < kCalls; ++c) inputs[t].push_back(torch::randn({2, 16 + 8 * c + t, 32}));
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c) {
+        if (c % 2 == 0) {
+          outputs[t].push_back(shared->forward(inputs[t][c]));
+        } else {
+          at::Tensor out = inputs[t][c].clone();
+          shared->rotate_(out);
+          outputs[t].push_back(out);
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  bool same = true;
+  for (int t = 0; t < kThreads; ++t) {
+    for (int c = 0; c < kCalls; ++c)
+      same = same && torch::equal(outputs[t][c], alone->forward(inputs[t][c]));
+  }
+  check(same, "threads sharing a module get a single-threaded module's results");
+  check(shared->max_seq_len_cached() == 16 + 8 * (kCalls - 1) + kThreads - 1,
+        "the shared module grew to the longest call");
+  // A copy has tables and a lock of its own.
+  auto copy = std::make_shared<yarn_ext::YarnEmbeddingImpl>(*shared);
+  check(copy->max_seq_len_cached() == shared->max_seq_len_cached(), "a copy has the grown tables");
+  copy->forward(torch::randn({1, 60, 32}));
+  copy->forward(torch::randn({1, 200, 32}));
+  check(copy->max_seq_len_cached() == 200 && shared->max_seq_len_cached() < 200,
+        "a copy grows alone");
 }
 
 }  // namespace
@@ -155,6 +207,7 @@ int main() {
   test_growth_and_precision();
   test_autograd_in_cpp();
   test_errors();
+  test_threads();
   std::printf("yarn_ext %s C++ tests: %s\n", YARN_EXT_VERSION, failures == 0 ? "passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -1,35 +1,77 @@
-// The yarn_ext operators for C++ callers. Each call goes through the dispatcher, so the CPU,
-// CUDA, Meta and Autograd kernels registered for yarn_ext:: all serve it.
+// The yarn_ext operators for C++ callers: header-only, compiled in the program against its own
+// LibTorch. Each call goes through the dispatcher to the kernels libyarn_ext (CPU) and
+// libyarn_ext_cuda (CUDA) registered; rotate is differentiable through yarn_ext/autograd.h.
 //
 // Tables: `inv_freq` is float64 [dim / 2]; `cos_sin_cache` is float32 [positions, dim] holding
 // mscale * cos in columns [0, dim/2) and mscale * sin in [dim/2, dim), row p for position p.
 // Positions outside the cache (negative or too large) are computed on the fly from inv_freq.
+// A bad argument throws std::invalid_argument naming it.
 #pragma once
 
-#include "yarn_ext/library_anchor.h"
-
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/SymInt.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <cstdint>
 #include <optional>
 
+#include "yarn_ext/autograd.h"
+#include "yarn_ext/library_anchor.h"
+
 namespace yarn_ext {
 
-at::Tensor build_cos_sin_cache(const at::Tensor& inv_freq, int64_t num_positions, double mscale);
+inline at::Tensor build_cos_sin_cache(const at::Tensor& inv_freq, int64_t num_positions,
+                                      double mscale) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("yarn_ext::build_cos_sin_cache", "")
+                             .typed<at::Tensor(const at::Tensor&, c10::SymInt, double)>();
+  return op.call(inv_freq, c10::SymInt(num_positions), mscale);
+}
 
 // x [..., S, D] with D >= dim: returns x with its first dim features rotated. positions (int32 or
 // int64) broadcasts against x.shape[:-1]; without it, row s along dim -2 gets position s.
 // inverse = true rotates by -angle: the transpose of the forward (both scale by mscale), which is
-// its gradient. Differentiable (twice and more) with respect to x.
-at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
-                  double mscale, const std::optional<at::Tensor>& positions = std::nullopt,
-                  bool interleaved = false, bool inverse = false);
+// its gradient. Differentiable (twice and more) with respect to x; the tables are not.
+inline at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache,
+                         const at::Tensor& inv_freq, double mscale,
+                         const std::optional<at::Tensor>& positions = std::nullopt,
+                         bool interleaved = false, bool inverse = false) {
+  const bool grad = c10::GradMode::is_enabled();
+  TORCH_CHECK(!grad || (!cos_sin_cache.requires_grad() && !inv_freq.requires_grad()),
+              "yarn_ext.rotate: cos_sin_cache and inv_freq are not differentiable (the rotation "
+              "is differentiable with respect to x only); pass tables that do not require grad");
+  if (grad && x.requires_grad()) {
+    return detail::RotateFunction::apply(x, cos_sin_cache, inv_freq, mscale, positions, interleaved,
+                                         inverse);
+  }
+  return detail::call_rotate(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
+}
 
 // Rotates q and, when given, k in place in one call. Everything is validated before anything is
-// written, so a call that throws has changed nothing.
-void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,
-                    const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq, double mscale,
-                    const std::optional<at::Tensor>& positions = std::nullopt,
-                    bool interleaved = false);
+// written, so a call that throws has changed nothing. For inference: where q or k requires grad
+// this throws (use rotate). The version counters of q and k are bumped, as by ATen's in-place
+// ops, so that autograd notices saved tensors being overwritten.
+inline void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,
+                           const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
+                           double mscale, const std::optional<at::Tensor>& positions = std::nullopt,
+                           bool interleaved = false) {
+  const bool has_k = k.has_value() && k->defined();
+  TORCH_CHECK(
+      !c10::GradMode::is_enabled() || (!q.requires_grad() && !(has_k && k->requires_grad())),
+      "yarn_ext.rotate_inplace: q or k requires grad, and the in-place rotation "
+      "(YarnEmbedding::rotate_) is for inference. Where gradients are needed use "
+      "YarnEmbedding::forward (yarn_ext::rotate), which is differentiable");
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("yarn_ext::rotate_inplace", "")
+          .typed<void(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+                      const at::Tensor&, double, const std::optional<at::Tensor>&, bool)>();
+  op.call(q, has_k ? k : std::nullopt, cos_sin_cache, inv_freq, mscale, positions, interleaved);
+  if (!q.is_inference()) torch::autograd::impl::bump_version(q);
+  if (has_k && !k->is_inference()) torch::autograd::impl::bump_version(*k);
+}
 
 }  // namespace yarn_ext

@@ -1,0 +1,205 @@
+// Test hooks, built only for the tests (libyarn_ext_testing; never in the wheel or the CMake
+// package): the CUDA rotation's work (core/token_work.h, core/rotate_work.h) run serially on the
+// CPU, with the same path choice, argument building and launch geometry as the CUDA launcher
+// (rotate_args.h), so that the CPU tests exercise the GPU's index arithmetic where no GPU is at
+// hand. Registered as operators of the namespace yarn_ext_testing on the stable ABI; the tests
+// reach them through tests/hooks.py.
+//
+// A launch is returned as a row of int64: path (0 tokens, 1 generic with 16-byte vectors, 2
+// generic one element at a time), grid x and y, block x and y, heads per slice (token path
+// only), and the tensors in the launch.
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "checks.h"
+#include "rotate_args.h"
+#include "rotation_plan.h"
+#include "yarn_ext/core/rotate_work.h"
+#include "yarn_ext/core/token_work.h"
+
+namespace yarn_ext::testing {
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+using Launch = std::array<int64_t, 7>;
+
+// Every thread of the token-major launch, block by block.
+template <typename scalar_t, int kVec, bool interleaved, bool in_place>
+void run_threads(const TokenRotateArgs<scalar_t>& args, const TokenLaunch& launch) {
+  for (uint32_t by = 0; by < launch.grid_y; ++by) {
+    for (uint32_t bx = 0; bx < launch.grid_x; ++bx) {
+      for (uint32_t ty = 0; ty < launch.block_y; ++ty) {
+        for (uint32_t tx = 0; tx < launch.block_x; ++tx) {
+          rotate_token_thread<scalar_t, kVec, interleaved, in_place>(args, bx, by, tx, ty);
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int kVec>
+Launch run(const TokenRotateArgs<scalar_t>& args, bool interleaved) {
+  const TokenLaunch launch = token_launch(args);
+  const bool in_place = args.operands[0].in == args.operands[0].out;
+  if (interleaved) {
+    if (in_place) {
+      run_threads<scalar_t, kVec, true, true>(args, launch);
+    } else {
+      run_threads<scalar_t, kVec, true, false>(args, launch);
+    }
+  } else if (in_place) {
+    run_threads<scalar_t, kVec, false, true>(args, launch);
+  } else {
+    run_threads<scalar_t, kVec, false, false>(args, launch);
+  }
+  return {0,
+          launch.grid_x,
+          launch.grid_y,
+          launch.block_x,
+          launch.block_y,
+          args.heads_per_slice,
+          args.num_operands};
+}
+
+// The generic grid-stride loop, serially: every flat index once.
+template <typename scalar_t, int kVec>
+Launch run(const RotateArgs<scalar_t>& args, bool interleaved) {
+  const int64_t total = args.total_items();
+  for (int64_t index = 0; index < total; ++index) {
+    if (interleaved) {
+      rotate_work_item<scalar_t, kVec, true>(args, index);
+    } else {
+      rotate_work_item<scalar_t, kVec, false>(args, index);
+    }
+  }
+  return {kVec > 1 ? 1 : 2, 0, 0, 0, 0, 0, args.num_operands};
+}
+
+template <typename scalar_t>
+void emulate_typed(const detail::RotationTask& first, const detail::RotationTask* second,
+                   const CosSinTables& tables, bool interleaved, bool inverse, int sm_count,
+                   std::vector<Launch>& launches) {
+  detail::with_rotate_args<scalar_t>(
+      first, second, tables, inverse, sm_count, /*token_path=*/true,
+      [&](auto width, const auto& args) {
+        launches.push_back(run<scalar_t, decltype(width)::value>(args, interleaved));
+      });
+}
+
+Tensor launch_rows(const std::vector<Launch>& launches) {
+  Tensor rows = torch::stable::empty({static_cast<int64_t>(launches.size()), 7}, ScalarType::Long);
+  auto* out = static_cast<int64_t*>(rows.mutable_data_ptr());
+  for (const Launch& launch : launches) {
+    for (int64_t value : launch) *out++ = value;
+  }
+  return rows;
+}
+
+Tensor emulate(const detail::RotationTask& first, const detail::RotationTask* second,
+               const CosSinTables& tables, bool interleaved, bool inverse, int64_t sm_count) {
+  YARN_CHECK(sm_count > 0, "emulate", "sm_count must be positive");
+  std::vector<Launch> launches;
+  const int sms = static_cast<int>(sm_count);
+  switch (first.dtype) {
+    case detail::Dtype::kFloat16:
+      emulate_typed<c10::Half>(first, second, tables, interleaved, inverse, sms, launches);
+      break;
+    case detail::Dtype::kBFloat16:
+      emulate_typed<c10::BFloat16>(first, second, tables, interleaved, inverse, sms, launches);
+      break;
+    case detail::Dtype::kFloat64:
+      emulate_typed<double>(first, second, tables, interleaved, inverse, sms, launches);
+      break;
+    default:
+      emulate_typed<float>(first, second, tables, interleaved, inverse, sms, launches);
+  }
+  return launch_rows(launches);
+}
+
+// Registered for the CPU key only: the emulation reads and writes host memory.
+std::tuple<Tensor, Tensor> emulate_cuda_rotate(Tensor x, Tensor cache, Tensor inv_freq,
+                                               double mscale, std::optional<Tensor> positions,
+                                               bool interleaved, bool inverse, int64_t sm_count) {
+  CosSinTables tables;
+  const detail::RotationTask task =
+      detail::plan_rotate("yarn_ext.rotate", x, cache, inv_freq, mscale, positions, &tables);
+  Tensor launches = emulate(task, nullptr, tables, interleaved, inverse, sm_count);
+  return {task.output, launches};
+}
+
+Tensor emulate_cuda_rotate_inplace(Tensor q, std::optional<Tensor> k, Tensor cache, Tensor inv_freq,
+                                   double mscale, std::optional<Tensor> positions, bool interleaved,
+                                   int64_t sm_count) {
+  CosSinTables tables;
+  const detail::InplaceRotation plan = detail::plan_rotate_inplace(
+      "yarn_ext.rotate_inplace", q, k, cache, inv_freq, mscale, positions, &tables);
+  return emulate(plan.q, plan.k ? &*plan.k : nullptr, tables, interleaved, /*inverse=*/false,
+                 sm_count);
+}
+
+// The token path's plan for a call of these sizes, without tensors: [fits, launch...] (for the
+// planner's limits near 2^31 tokens).
+Tensor plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t items_per_row,
+                         int64_t sm_count) {
+  detail::TokenLayout layout{};
+  layout.tokens[0] = 1;
+  layout.tokens[1] = num_tokens;
+  layout.heads = total_heads;
+  const detail::TokenLayout* layouts[1] = {&layout};
+  Launch launch{};
+  const bool fits = detail::token_path_fits(layouts, 1, items_per_row);
+  if (fits) {
+    // the launch arguments' sizes, set as token_rotate_args sets them (no tensors: no pointers)
+    TokenRotateArgs<float> args{};
+    args.num_operands = 1;
+    args.operands[0].num_heads = static_cast<int32_t>(total_heads);
+    detail::set_token_sizes(args, num_tokens, num_tokens, items_per_row, total_heads,
+                            static_cast<int>(sm_count));
+    const TokenLaunch geometry = token_launch(args);
+    launch = {0,
+              geometry.grid_x,
+              geometry.grid_y,
+              geometry.block_x,
+              geometry.block_y,
+              args.heads_per_slice,
+              1};
+  }
+  Tensor plan = torch::stable::empty({8}, ScalarType::Long);
+  auto* out = static_cast<int64_t*>(plan.mutable_data_ptr());
+  out[0] = fits;
+  for (int i = 0; i < 7; ++i) out[i + 1] = launch[i];
+  return plan;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY(yarn_ext_testing, m) {
+  m.def(
+      "emulate_cuda_rotate(Tensor x, Tensor cache, Tensor inv_freq, float mscale, "
+      "Tensor? positions, bool interleaved, bool inverse, int sm_count) -> (Tensor, Tensor)");
+  m.def(
+      "emulate_cuda_rotate_inplace(Tensor(a!) q, Tensor(b!)? k, Tensor cache, Tensor inv_freq, "
+      "float mscale, Tensor? positions, bool interleaved, int sm_count) -> Tensor");
+  m.def(
+      "plan_token_launch(int num_tokens, int total_heads, int items_per_row, int sm_count) -> "
+      "Tensor");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(yarn_ext_testing, CPU, m) {
+  m.impl("emulate_cuda_rotate", TORCH_BOX(&emulate_cuda_rotate));
+  m.impl("emulate_cuda_rotate_inplace", TORCH_BOX(&emulate_cuda_rotate_inplace));
+}
+
+STABLE_TORCH_LIBRARY_IMPL(yarn_ext_testing, CompositeExplicitAutograd, m) {
+  m.impl("plan_token_launch", TORCH_BOX(&plan_token_launch));
+}
+
+}  // namespace yarn_ext::testing
