@@ -73,8 +73,10 @@ YARN_HOST_DEVICE inline int32_t total_heads(const TokenRotateArgs<scalar_t>& arg
 
 template <typename scalar_t>
 YARN_HOST_DEVICE inline TokenLaunch token_launch(const TokenRotateArgs<scalar_t>& args) {
-  const int32_t slices = (total_heads(args) + args.heads_per_slice - 1) / args.heads_per_slice;
-  // (in 64 bits: the planner allows up to 2^31 - 1 - kTokenBlockThreads tokens)
+  // In 64 bits: the planner allows up to 2^30 heads (a slice of 2^30 plus 2^30 would overflow
+  // 32 bits) and up to 2^31 - 1 - kTokenBlockThreads tokens.
+  const int64_t slices =
+      (int64_t{total_heads(args)} + args.heads_per_slice - 1) / args.heads_per_slice;
   const int64_t blocks =
       (int64_t{args.num_tokens} + args.tokens_per_block - 1) / args.tokens_per_block;
   return {static_cast<uint32_t>(blocks), static_cast<uint32_t>(slices),
