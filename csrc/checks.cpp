@@ -32,9 +32,9 @@ int64_t ceil_div(int64_t a, int64_t b) {
 // Is there a digit vector with sum(digit * stride) == target? Terms are sorted by stride,
 // largest first; suffix_lo/hi[i] bound what terms i.. can contribute. Depth-first with pruning:
 // for views of one tensor (fused qkv slices) each level has at most a couple of candidates.
-Overlap solve(const std::vector<OverlapTerm>& terms, const std::vector<int64_t>& suffix_lo,
-              const std::vector<int64_t>& suffix_hi, size_t i, int64_t target, int64_t& budget) {
-  if (i == terms.size()) return target == 0 ? Overlap::kYes : Overlap::kNo;
+Overlap solve(const OverlapTerm* terms, size_t count, const int64_t* suffix_lo,
+              const int64_t* suffix_hi, size_t i, int64_t target, int64_t& budget) {
+  if (i == count) return target == 0 ? Overlap::kYes : Overlap::kNo;
   const OverlapTerm& t = terms[i];
   const int64_t first = std::max(t.lo, ceil_div(target - suffix_hi[i + 1], t.stride));
   const int64_t last = std::min(t.hi, floor_div(target - suffix_lo[i + 1], t.stride));
@@ -42,7 +42,7 @@ Overlap solve(const std::vector<OverlapTerm>& terms, const std::vector<int64_t>&
   for (int64_t digit = first; digit <= last; ++digit) {
     if (--budget < 0) return Overlap::kUnknown;
     const Overlap found =
-        solve(terms, suffix_lo, suffix_hi, i + 1, target - digit * t.stride, budget);
+        solve(terms, count, suffix_lo, suffix_hi, i + 1, target - digit * t.stride, budget);
     if (found == Overlap::kYes) return found;
     unknown = unknown || found == Overlap::kUnknown;
   }
@@ -79,29 +79,47 @@ bool views_overlap(const void* a_data, const TensorMeta& a, const void* b_data,
   // a's element at index i lies at sum(i_d * sa_d); they meet where
   // sum(i_d * sa_d) - sum(j_d * sb_d) == distance. Terms of equal stride merge: the sum of two
   // digits covers every integer between the sums of their bounds.
-  std::vector<OverlapTerm> terms;
+  // At most one term per dimension of a and b. On the stack for real tensors (views of a fused
+  // qkv take this path on every in-place call with k, and a decode step should not allocate);
+  // on the heap past 16 dimensions.
+  constexpr int64_t kLocal = 16;
+  OverlapTerm local_terms[kLocal];
+  int64_t local_bounds[2 * (kLocal + 1)];
+  std::vector<OverlapTerm> heap_terms;
+  std::vector<int64_t> heap_bounds;
+  OverlapTerm* terms = local_terms;
+  int64_t* bounds = local_bounds;
+  if (a.dim + b.dim > kLocal) {
+    heap_terms.resize(static_cast<size_t>(a.dim + b.dim));
+    heap_bounds.resize(static_cast<size_t>(2 * (a.dim + b.dim + 1)));
+    terms = heap_terms.data();
+    bounds = heap_bounds.data();
+  }
+  size_t count = 0;
   auto add = [&](int64_t stride, int64_t size, bool negate) {
     if (size == 1 || stride == 0) return;
     const int64_t magnitude = stride < 0 ? -stride : stride;
     const bool negative = negate != (stride < 0);
-    auto term = std::find_if(terms.begin(), terms.end(),
-                             [&](const OverlapTerm& t) { return t.stride == magnitude; });
-    if (term == terms.end()) term = terms.insert(terms.end(), OverlapTerm{magnitude, 0, 0});
+    OverlapTerm* term = std::find_if(terms, terms + count,
+                                     [&](const OverlapTerm& t) { return t.stride == magnitude; });
+    if (term == terms + count) terms[count++] = OverlapTerm{magnitude, 0, 0};
     (negative ? term->lo : term->hi) += size - 1;
   };
   for (int64_t d = 0; d < a.dim; ++d) add(a.strides[d], a.sizes[d], false);
   for (int64_t d = 0; d < b.dim; ++d) add(b.strides[d], b.sizes[d], true);
-  std::sort(terms.begin(), terms.end(),
+  std::sort(terms, terms + count,
             [](const OverlapTerm& x, const OverlapTerm& y) { return x.stride > y.stride; });
-  std::vector<int64_t> suffix_lo(terms.size() + 1, 0), suffix_hi(terms.size() + 1, 0);
-  for (size_t i = terms.size(); i-- > 0;) {
+  int64_t* suffix_lo = bounds;
+  int64_t* suffix_hi = bounds + count + 1;
+  suffix_lo[count] = suffix_hi[count] = 0;
+  for (size_t i = count; i-- > 0;) {
     // terms[i].lo holds a count of negative steps: make it the digit's lower bound.
     terms[i].lo = -terms[i].lo;
     suffix_lo[i] = suffix_lo[i + 1] + terms[i].lo * terms[i].stride;
     suffix_hi[i] = suffix_hi[i + 1] + terms[i].hi * terms[i].stride;
   }
   int64_t budget = 100000;
-  return solve(terms, suffix_lo, suffix_hi, 0, distance / item, budget) == Overlap::kYes;
+  return solve(terms, count, suffix_lo, suffix_hi, 0, distance / item, budget) == Overlap::kYes;
 }
 
 // The C shim's dtype and device codes, read once.

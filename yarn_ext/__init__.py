@@ -9,7 +9,6 @@ Public API:
                                     against this install (find_package(yarn_ext))
 """
 
-import ctypes
 from pathlib import Path
 
 import torch
@@ -66,9 +65,7 @@ def cpu_kernels() -> str:
     this CPU supports, decided as ATen decides its own (torch.backends.cpu.get_cpu_capability());
     the ATEN_CPU_CAPABILITY environment variable can lower it. Every other CPU - NEON, SVE, VSX -
     runs the DEFAULT copy."""
-    function = _native.cpu.yarn_ext_cpu_kernels
-    function.restype = ctypes.c_char_p
-    return str(function().decode())
+    return str(_native.cpu.yarn_ext_cpu_kernels().decode())
 
 
 def _set_cuda_token_path(enabled: bool) -> bool:

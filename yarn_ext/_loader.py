@@ -88,4 +88,6 @@ def load() -> Native:
         cuda_path = _library("yarn_ext_cuda")
         torch.ops.load_library(str(cuda_path))
         cuda = ctypes.CDLL(str(cuda_path))
-    return Native(helpers, ctypes.CDLL(str(cpu_path)), cuda)
+    cpu = ctypes.CDLL(str(cpu_path))
+    cpu.yarn_ext_cpu_kernels.restype = ctypes.c_char_p
+    return Native(helpers, cpu, cuda)

@@ -58,7 +58,7 @@ def _rotate_fake(
     v.check_rotated(op, "x", x, inv_freq, half)
     strides = v.position_strides(op, positions, x, "x")
     out = torch.empty_like(x)
-    if v._concrete(x) and (positions is None or v._concrete(positions)):
+    if v.concrete(x) and (positions is None or v.concrete(positions)):
         v.check_row_layout(op, "x", x, out.stride(), strides)
     return out
 
@@ -79,7 +79,7 @@ def _rotate_inplace_fake(
     if k is not None:
         v.check_rotated(op, "k", k, inv_freq, half)
     v.check_inplace_pair(op, q, k)
-    concrete = all(v._concrete(t) for t in (q, k, positions) if t is not None)
+    concrete = all(v.concrete(t) for t in (q, k, positions) if t is not None)
     if concrete:
         v.check_inplace_memory(op, q, k)
     for name, t in (("q", q), ("k", k)):

@@ -51,7 +51,7 @@ def _fail(op: str, *parts: object) -> None:
     raise ValueError(op + ": " + "".join(str(p) for p in parts))
 
 
-def _concrete(t: Tensor) -> bool:
+def concrete(t: Tensor) -> bool:
     """Whether t's sizes, strides and offset are plain ints (not traced with dynamic shapes)."""
     return all(isinstance(v, int) for v in (*t.shape, *t.stride(), t.storage_offset()))
 
