@@ -1,7 +1,13 @@
-"""Build script for yarn_ext: the operator libraries libyarn_ext and libyarn_ext_cuda (PyTorch's
-stable ABI; built by CMakeLists.txt, installed into the package with the C++ API's headers and the
-CMake package) and the Python module yarn_ext._C (pybind11 bindings of the helpers, no torch).
-Built once, the package loads into every torch from 2.10 on.
+"""Build script for yarn_ext: the operator libraries libyarn_ext (schemas and CPU kernels) and
+libyarn_ext_cuda (CUDA kernels), both on PyTorch's stable ABI and built with
+torch.utils.cpp_extension; the Python module yarn_ext._C (pybind11 bindings of the helpers, no
+torch); and, inside the package, the C++ API's headers and the CMake package that C++ programs
+find through yarn_ext.cmake_prefix_path. Built once, the package loads into every torch from 2.10
+on.
+
+What the libraries are - sources, flags, public headers - is csrc/library.json, which
+CMakeLists.txt (C++ builds from source) reads too; the CMake package files come from the same
+templates (cmake/*.in, csrc/include/yarn_ext/version.h.in) in both builds.
 
 Build without build isolation (the build needs torch's headers and nvcc's match for CUDA):
 
@@ -15,32 +21,37 @@ found - a GPU on the build machine is not needed. Environment switches:
 
     FORCE_CUDA=1            build the CUDA kernels or fail
     YARN_EXT_CPU_ONLY=1     never build them
-    TORCH_CUDA_ARCH_LIST    target architectures (default: the list in CMakeLists.txt)
+    TORCH_CUDA_ARCH_LIST    target architectures (default: csrc/library.json)
     CUDA_HOME / CUDA_PATH   the toolkit (else /usr/local/cuda, else torch's guess)
+    MAX_JOBS                parallel compile jobs
     YARN_EXT_DEBUG=1        -O0 -g
     YARN_EXT_SANITIZE=address,undefined
-                            instrument libyarn_ext and _C with these sanitizers (for testing:
+                            instrument the host code with these sanitizers (for testing:
                             .ci/sanitizers.sh runs the tests against such a build)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pybind11
-from setuptools import Extension, find_packages, setup
-from setuptools.command.build_ext import build_ext
+from setuptools import Distribution, Extension, find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 # Where editable builds put the test hooks (never packaged).
 TEST_HOOKS = ROOT / "tests" / "native"
-# Sanitizers for the host code of both libraries (empty: none); see .ci/sanitizers.sh.
+LIBRARY = json.loads((CSRC / "library.json").read_text())
+DEBUG = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
+# Sanitizers for the host code (empty: none); see .ci/sanitizers.sh.
 SANITIZE = os.environ.get("YARN_EXT_SANITIZE", "")
+# Where the package keeps the C++ parts (the layout of a CMake install under the package).
+LIB_DIR, INCLUDE_DIR, CMAKE_DIR = "lib", "include", "share/cmake/yarn_ext"
 
 
 def find_cuda_home() -> str | None:
@@ -57,6 +68,8 @@ _cuda_home = find_cuda_home()
 if _cuda_home is not None:
     # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
     os.environ["CUDA_HOME"] = _cuda_home
+# cpp_extension reads the architectures from the environment when it compiles.
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", LIBRARY["cuda_architectures"])
 
 import torch  # noqa: E402
 from torch.utils import cpp_extension  # noqa: E402
@@ -70,9 +83,7 @@ def read_version() -> str:
     return match.group(1)
 
 
-def arch_list() -> str:
-    chosen = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    return f"TORCH_CUDA_ARCH_LIST={chosen}" if chosen else "CMakeLists.txt's default architectures"
+VERSION = read_version()
 
 
 def want_cuda() -> bool:
@@ -86,7 +97,6 @@ def want_cuda() -> bool:
                 "FORCE_CUDA=1 needs a CUDA build of torch and the CUDA toolkit "
                 f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={cpp_extension.CUDA_HOME})"
             )
-        print(f"yarn_ext: FORCE_CUDA=1, building CPU and CUDA kernels for {arch_list()}")
         return True
     if torch.version.cuda is None:
         print("yarn_ext: torch is a CPU build, building the CPU kernels only")
@@ -94,111 +104,94 @@ def want_cuda() -> bool:
     if not have_toolkit:
         print("yarn_ext: no CUDA toolkit found (set CUDA_HOME), building the CPU kernels only")
         return False
-    print(
-        f"yarn_ext: building CPU and CUDA kernels with {cpp_extension.CUDA_HOME}/bin/nvcc for "
-        f"{arch_list()}"
-    )
     return True
 
 
-def build_library(package_dir: Path, build_dir: Path, cuda: bool, test_hooks: bool) -> None:
-    """Builds libyarn_ext (kernels, operator registrations, the C++ API; no Python) with
-    CMakeLists.txt - the same build C++ users run - and installs it into the package: lib/, include/
-    and share/cmake/ (the CMake package, found through yarn_ext.cmake_prefix_path)."""
-    try:  # the cmake package of requirements.txt, whether or not its bin/ is on PATH
-        from cmake import CMAKE_BIN_DIR
+CUDA = want_cuda()
+if CUDA:
+    print(
+        f"yarn_ext: CPU and CUDA kernels, {cpp_extension.CUDA_HOME}/bin/nvcc for "
+        f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
+    )
 
-        cmake: str | None = str(Path(CMAKE_BIN_DIR) / "cmake")
-    except ImportError:
-        cmake = shutil.which("cmake")
-    if cmake is None:
-        raise RuntimeError("building yarn_ext needs cmake (pip install cmake)")
-    debug = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
-    configure = [
-        cmake,
-        "-S",
-        str(ROOT),
-        "-B",
-        str(build_dir),
-        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-        f"-DCMAKE_INSTALL_PREFIX={package_dir}",
-        "-DCMAKE_INSTALL_LIBDIR=lib",
-        "-DCMAKE_INSTALL_INCLUDEDIR=include",
-        "-DYARN_EXT_CMAKE_DIR=share/cmake/yarn_ext",
-        f"-DCMAKE_BUILD_TYPE={'Debug' if debug else 'Release'}",
-        f"-DYARN_EXT_CUDA={'ON' if cuda else 'OFF'}",
-        "-DYARN_EXT_BUILD_TESTS=OFF",
-        f"-DYARN_EXT_BUILD_TEST_HOOKS={'ON' if test_hooks else 'OFF'}",
-        "-DYARN_EXT_VERSIONED_SONAME=OFF",
-        "-DYARN_EXT_PACKAGE_RPATH=ON",
+
+# -- what the libraries are: csrc/library.json ------------------------------------------------
+
+
+def paths(key: str) -> list[str]:
+    return [str(ROOT / p) for p in LIBRARY[key]]
+
+
+def sanitizer_flags() -> list[str]:
+    if not SANITIZE:
+        return []
+    flags = [f"-fsanitize={SANITIZE}", *LIBRARY["sanitizer_flags"]]
+    return flags + ([] if DEBUG else LIBRARY["sanitizer_release_flags"])
+
+
+def cxx_flags() -> list[str]:
+    """The flags of every host unit (after Python's own, which the compiler starts from: -g0
+    drops their debug information from a release build)."""
+    mode = LIBRARY["debug_flags"] if DEBUG else [*LIBRARY["cxx_release_flags"], "-g0"]
+    return [f"-std=c++{LIBRARY['cxx_standard']}", *LIBRARY["cxx_flags"], *mode, *sanitizer_flags()]
+
+
+def isa_copies() -> list[dict[str, object]]:
+    """The instruction-set copies of the CPU kernels' loops this machine's compiler makes."""
+    x86 = os.uname().machine in ("x86_64", "AMD64", "amd64")
+    return [copy for copy in LIBRARY["isa_copies"] if x86 or not copy["x86_64_only"]]
+
+
+STABLE_ABI = [f"-DTORCH_TARGET_VERSION={LIBRARY['torch_target_version']}"]
+
+
+def link_flags(soname: str) -> list[str]:
+    """Only the yarn_ext_* entry points exported; torch's libraries found from the package layout
+    (site-packages/yarn_ext/lib -> site-packages/torch/lib)."""
+    return [
+        f"-Wl,--version-script={ROOT / LIBRARY['exports_map']}",
+        f"-Wl,-soname,{soname}",
+        f"-Wl,-rpath,{LIBRARY['package_rpath']}",
+        *([f"-fsanitize={SANITIZE}"] if SANITIZE else []),
     ]
-    if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
-        configure += ["-G", "Ninja"]
+
+
+# Extensions that are plain shared libraries (lib<name>.so, no Python ABI tag): the operator
+# libraries, loaded with torch.ops.load_library and linked by C++ programs.
+PLAIN_LIBRARIES: set[str] = set()
+
+
+def operator_library(name: str, *, cuda: bool, sources: list[str]) -> Extension:
+    """libyarn_ext or libyarn_ext_cuda, compiled by cpp_extension on the stable ABI. Like
+    torchvision's _C_stable and FlashAttention 3: py_limited_api (no libtorch_python), and only
+    the libraries that hold the C shim - not torch's C++ libraries, which cpp_extension would
+    link by default."""
+    factory = cpp_extension.CUDAExtension if cuda else cpp_extension.CppExtension
+    compile_args: dict[str, list[str]] = {"cxx": cxx_flags() + STABLE_ABI}
     if cuda:
-        configure.append(f"-DCUDA_TOOLKIT_ROOT_DIR={cpp_extension.CUDA_HOME}")
-    if SANITIZE:
-        configure.append(f"-DYARN_EXT_SANITIZE={SANITIZE}")
-    subprocess.check_call(configure)
-    jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
-    subprocess.check_call([cmake, "--build", str(build_dir), "--parallel", jobs])
-    subprocess.check_call([cmake, "--install", str(build_dir)])
-    if test_hooks:
-        TEST_HOOKS.mkdir(exist_ok=True)
-        shutil.copy2(build_dir / "libyarn_ext_testing.so", TEST_HOOKS / "libyarn_ext_testing.so")
-    # What the package checks at import: a torch of another CUDA major fails with a clear message.
-    (package_dir / "_build_info.py").write_text(
-        f'"""Written by setup.py at build time."""\n\nTORCH_VERSION = "{torch.__version__}"\n'
-        f"TORCH_CUDA = {torch.version.cuda!r}  # torch.version.cuda of the build's torch\n"
-        f"CUDA_KERNELS = {cuda}\n"
+        mode = LIBRARY["debug_flags"] if DEBUG else LIBRARY["cuda_release_flags"]
+        defines = [f"-D{d}" for d in LIBRARY["cuda_definitions"]]
+        compile_args["nvcc"] = [*LIBRARY["cuda_flags"], *mode, *STABLE_ABI, *defines]
+        compile_args["cxx"] += defines
+    ext = factory(
+        name=f"yarn_ext.lib.{name}",
+        sources=sources,
+        include_dirs=paths("include_dirs"),
+        extra_compile_args=compile_args,
+        extra_link_args=link_flags(f"{name}.so"),
+        py_limited_api=True,
     )
+    ext.libraries = ["torch_cpu"] + (["torch_cuda", "cudart"] if cuda else [])
+    PLAIN_LIBRARIES.add(ext.name)
+    return ext
 
 
-def build_module_hook(build_dir: Path, package_dir: Path, cuda: bool) -> None:
-    """tests/native/yarn_ext_module_hook: the C++ module yarn_ext::YarnEmbedding (the header-only
-    C++ API, compiled against this torch's LibTorch) driven from Python, for the parity test of the
-    two modules. A test hook: built for editable builds only."""
-    hook = cpp_extension.CppExtension(
-        name="yarn_ext_module_hook",
-        sources=[str(CSRC / "testing" / "module_hook.cpp")],
-        include_dirs=[str(CSRC / "include"), str(build_dir / "include")],
-        library_dirs=[str(package_dir / "lib")],
-        libraries=["yarn_ext"] + (["yarn_ext_cuda"] if cuda else []),
-        extra_compile_args={"cxx": ["-O1"]},
-        extra_link_args=[f"-Wl,-rpath,{package_dir / 'lib'}"],
-    )
-    from setuptools import Distribution
-
-    dist = Distribution({"name": "yarn_ext_module_hook", "ext_modules": [hook]})
-    command = cpp_extension.BuildExtension(dist)
-    command.build_lib = str(TEST_HOOKS)
-    command.build_temp = str(build_dir / "module_hook")
-    command.ensure_finalized()
-    command.run()
-
-
-class BuildExtension(build_ext):
-    """Builds the operator libraries with CMake, then the Python module _C (no torch)."""
-
-    def run(self) -> None:
-        package_dir = Path(self.get_ext_fullpath("yarn_ext._C")).resolve().parent
-        package_dir.mkdir(parents=True, exist_ok=True)
-        cuda = want_cuda()
-        editable = bool(self.inplace or getattr(self, "editable_mode", False))
-        cmake_dir = Path(self.build_temp).resolve() / "cmake"
-        build_library(package_dir, cmake_dir, cuda, test_hooks=editable)
-        if editable:
-            build_module_hook(cmake_dir, package_dir, cuda)
-        super().run()
-
-
-def extension() -> Extension:
+def helper_module() -> Extension:
     """yarn_ext._C: pybind11 bindings of the helpers; no torch, so one build serves every torch."""
-    debug = os.environ.get("YARN_EXT_DEBUG", "0") == "1"
-    compile_args = ["-std=c++17", "-fvisibility=hidden"] + (["-O0", "-g"] if debug else ["-O3"])
+    compile_args = ["-std=c++17", "-fvisibility=hidden", *sanitizer_flags()]
+    compile_args += LIBRARY["debug_flags"] if DEBUG else ["-O3"]
     link_args = [f"-Wl,--version-script={CSRC / 'python' / 'exports.map'}"]
     if SANITIZE:
-        compile_args += [f"-fsanitize={SANITIZE}", "-fno-sanitize-recover=all"]
-        compile_args += ["-fno-omit-frame-pointer"] + ([] if debug else ["-g1", "-O1"])
         link_args.append(f"-fsanitize={SANITIZE}")
     return Extension(
         name="yarn_ext._C",
@@ -210,11 +203,185 @@ def extension() -> Extension:
     )
 
 
+# -- the package's C++ files: headers and the CMake package ---------------------------------------
+
+
+def configure_file(template: Path, target: Path, values: dict[str, str]) -> None:
+    """CMake's configure_file(... @ONLY): @NAME@ replaced by values[NAME]; an unknown name is an
+    error, so that the templates and this script cannot drift apart silently."""
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise KeyError(f"{template}: no value for @{match.group(1)}@")
+        return values[match.group(1)]
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(re.sub(r"@(\w+)@", value, template.read_text()))
+
+
+def write_package_files(package_dir: Path, cuda: bool) -> None:
+    """What CMakeLists.txt's install writes, for the same libraries: the public headers,
+    version.h and the CMake package (found through yarn_ext.cmake_prefix_path), and the record
+    the package checks at import (_build_info.py)."""
+    include = package_dir / INCLUDE_DIR
+    shutil.rmtree(include, ignore_errors=True)
+    for pattern in LIBRARY["public_headers"]:
+        for header in sorted((CSRC / "include").glob(pattern)):
+            target = include / header.relative_to(CSRC / "include")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(header, target)
+    major, minor, patch = VERSION.split(".")[:3]
+    values = {
+        "PROJECT_VERSION": VERSION,
+        "PROJECT_VERSION_MAJOR": major,
+        "PROJECT_VERSION_MINOR": minor,
+        "PROJECT_VERSION_PATCH": patch,
+        "YARN_EXT_TORCH_VERSION": torch.__version__.split("+")[0],
+        "YARN_EXT_MINIMUM_TORCH": LIBRARY["minimum_torch"],
+        "YARN_EXT_CXX_STANDARD": str(LIBRARY["cxx_standard"]),
+        "YARN_EXT_CUDA_LIBRARY": "1" if cuda else "0",
+        "YARN_EXT_CMAKE_DIR": CMAKE_DIR,
+        "YARN_EXT_CMAKE_DIR_TO_PREFIX": "/".join([".."] * len(CMAKE_DIR.split("/"))),
+        "YARN_EXT_LIBDIR": LIB_DIR,
+        "YARN_EXT_INCLUDEDIR": INCLUDE_DIR,
+        "YARN_EXT_LIBRARY_FILE": "libyarn_ext.so",
+        "YARN_EXT_LIBRARY_SONAME": "libyarn_ext.so",
+        "YARN_EXT_CUDA_LIBRARY_FILE": "libyarn_ext_cuda.so",
+        "YARN_EXT_CUDA_LIBRARY_SONAME": "libyarn_ext_cuda.so",
+        "YARN_EXT_BUILD_TORCH_DIR": str(Path(torch.utils.cmake_prefix_path) / "Torch"),
+        "YARN_EXT_BUILD_CUDA_ROOT": cpp_extension.CUDA_HOME or "",
+    }
+    configure_file(
+        CSRC / "include" / "yarn_ext" / "version.h.in", include / "yarn_ext" / "version.h", values
+    )
+    for name in ("yarn_extConfig", "yarn_extConfigVersion", "yarn_extTargets"):
+        configure_file(
+            ROOT / "cmake" / f"{name}.cmake.in", package_dir / CMAKE_DIR / f"{name}.cmake", values
+        )
+    (package_dir / "_build_info.py").write_text(
+        f'"""Written by setup.py at build time."""\n\nTORCH_VERSION = "{torch.__version__}"\n'
+        f"TORCH_CUDA = {torch.version.cuda!r}  # torch.version.cuda of the build's torch\n"
+        f"CUDA_KERNELS = {cuda}\n"
+        f'MINIMUM_TORCH = "{LIBRARY["minimum_torch"]}"  # csrc/library.json\n'
+    )
+
+
+# -- the build ------------------------------------------------------------------------------------
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """cpp_extension's build, with the instruction-set copies of the CPU kernels compiled first
+    (they need flags of their own and no TORCH_TARGET_VERSION) and linked into libyarn_ext, and
+    the package's C++ files written next to the libraries."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        # (setuptools asks with the full name or, for the output path, with its last part.)
+        if any(fullname in (name, name.split(".")[-1]) for name in PLAIN_LIBRARIES):
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
+    def build_extensions(self) -> None:
+        # Python's link command carries an rpath to Python's own library directory, which a
+        # wheel must not: the libraries find what they need from the package layout.
+        for attr in ("linker_so", "linker_so_cxx"):
+            command = getattr(self.compiler, attr, None)
+            if command:
+                setattr(self.compiler, attr, [a for a in command if not a.startswith("-Wl,-rpath")])
+        for ext in self.extensions:
+            if ext.name in PLAIN_LIBRARIES and self.in_place:
+                # Also where this torch is: C++ programs built against a source checkout then run
+                # without LD_LIBRARY_PATH (a wheel has the package layout's rpath alone).
+                ext.extra_link_args.append(f"-Wl,-rpath,{cpp_extension.TORCH_LIB_PATH}")
+            if ext.name == "yarn_ext.lib.libyarn_ext":
+                ext.extra_objects = self.compile_isa_copies()
+                ext.extra_compile_args["cxx"] += [
+                    f"-DYARN_EXT_CPU_{c['name']}" for c in isa_copies()
+                ]
+        super().build_extensions()
+
+    def compile_isa_copies(self) -> list[str]:
+        """csrc/cpu/vectorized/kernels.cpp once per instruction set, in parallel, with this
+        build's compiler (Python's flags, then library.json's)."""
+        include_dirs = paths("include_dirs") + cpp_extension.include_paths()
+        common = cxx_flags() + LIBRARY["isa_flags"]
+
+        def compile_copy(copy: dict[str, object]) -> list[str]:
+            name = str(copy["name"])
+            return self.compiler.compile(
+                [str(ROOT / LIBRARY["isa_source"])],
+                output_dir=str(Path(self.build_temp) / "isa" / name),
+                macros=[("CPU_CAPABILITY", name), (f"CPU_CAPABILITY_{name}", None)],
+                include_dirs=include_dirs,
+                extra_postargs=[*common, *copy["flags"]],  # type: ignore[misc]
+            )
+
+        with ThreadPoolExecutor(
+            max_workers=int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))
+        ) as pool:
+            return [obj for objects in pool.map(compile_copy, isa_copies()) for obj in objects]
+
+    in_place = False  # an in-place or editable build (setuptools clears inplace while it builds)
+
+    def run(self) -> None:
+        self.in_place = bool(self.inplace or getattr(self, "editable_mode", False))
+        super().run()
+        package_dir = Path(self.get_ext_fullpath("yarn_ext._C")).resolve().parent
+        write_package_files(package_dir, CUDA)
+        if self.in_place:
+            build_test_hooks(package_dir, Path(self.build_temp).resolve() / "test_hooks")
+
+
+def build_test_hooks(package_dir: Path, build_temp: Path) -> None:
+    """tests/native/: libyarn_ext_testing (the CUDA kernels' host logic emulated on CPU
+    tensors) and yarn_ext_module_hook (the header-only C++ module yarn_ext::YarnEmbedding,
+    compiled against this torch's LibTorch, driven from Python for the parity test of the two
+    modules). For the tests only: built by editable builds, never packaged."""
+    emulation = cpp_extension.CppExtension(
+        name="libyarn_ext_testing",
+        sources=paths("test_hook_sources") + paths("host_sources"),
+        include_dirs=paths("include_dirs"),
+        extra_compile_args={"cxx": cxx_flags() + STABLE_ABI},
+        extra_link_args=link_flags("libyarn_ext_testing.so"),
+        py_limited_api=True,
+    )
+    emulation.libraries = ["torch_cpu"]
+    PLAIN_LIBRARIES.add(emulation.name)
+    module_hook = cpp_extension.CppExtension(
+        name="yarn_ext_module_hook",
+        sources=[str(CSRC / "testing" / "module_hook.cpp")],
+        include_dirs=[str(package_dir / INCLUDE_DIR)],
+        library_dirs=[str(package_dir / LIB_DIR)],
+        libraries=["yarn_ext"] + (["yarn_ext_cuda"] if CUDA else []),
+        extra_compile_args={"cxx": ["-O1", *sanitizer_flags()]},
+        extra_link_args=[f"-Wl,-rpath,{package_dir / LIB_DIR}"]
+        + ([f"-fsanitize={SANITIZE}"] if SANITIZE else []),
+    )
+    dist = Distribution({"name": "yarn_ext_test_hooks", "ext_modules": [emulation, module_hook]})
+    command = BuildExtension(dist)
+    command.build_lib = str(TEST_HOOKS)
+    command.build_temp = str(build_temp)
+    command.ensure_finalized()
+    # cpp_extension's run, not BuildExtension.run above: no package files, no recursion.
+    cpp_extension.BuildExtension.run(command)
+
+
+def extensions() -> list[Extension]:
+    cpu_library = operator_library(
+        "libyarn_ext", cuda=False, sources=paths("cpu_sources") + paths("host_sources")
+    )
+    if not CUDA:
+        return [cpu_library, helper_module()]
+    cuda_library = operator_library(
+        "libyarn_ext_cuda", cuda=True, sources=paths("cuda_sources") + paths("host_sources")
+    )
+    return [cpu_library, cuda_library, helper_module()]
+
+
 setup(
     name="yarn_ext",
-    version=read_version(),
-    install_requires=["torch>=2.10"],
+    version=VERSION,
+    install_requires=[f"torch>={LIBRARY['minimum_torch']}"],
     packages=find_packages(include=["yarn_ext", "yarn_ext.*"]),
-    ext_modules=[extension()],
+    ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension},
 )

@@ -36,7 +36,7 @@ cd "$work/src"
 
 echo "== build with -fsanitize=$sanitizers"
 start=$SECONDS
-build="$work/sanitize-build" # setup.py's build_temp: CMake builds libyarn_ext in $build/cmake
+build="$work/sanitize-build" # setup.py's build_temp
 YARN_EXT_SANITIZE=$sanitizers YARN_EXT_CPU_ONLY=1 python setup.py build_ext --inplace \
   --build-temp "$build" >"$work/sanitize-build.log" 2>&1 ||
   { tail -40 "$work/sanitize-build.log"; exit 1; }
@@ -90,9 +90,14 @@ LD_PRELOAD="$preload" python -m pytest -q -p no:cacheprovider --capture=sys \
 echo "tests ran in $((SECONDS - start)) s"
 
 echo "== C++ tests under ASan+UBSan"
-# The same build with the C++ tests switched on: only the test program is compiled.
-cmake -S . -B "$build/cmake" -DYARN_EXT_BUILD_TESTS=ON >"$work/sanitize-cmake.log" 2>&1 &&
-  cmake --build "$build/cmake" >>"$work/sanitize-cmake.log" 2>&1 ||
+# tests/cpp as a project of its own against the instrumented build's CMake package (the one an
+# in-place build writes into the package): only the test program is compiled.
+prefix="$(python -c 'import yarn_ext; print(yarn_ext.cmake_prefix_path)')"
+flags="$(python -c 'import json; print(" ".join(json.load(open("csrc/library.json"))["sanitizer_flags"]))')"
+cmake -S tests/cpp -B "$build/cpp-tests" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_CXX_FLAGS="-fsanitize=$sanitizers $flags" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=$sanitizers" >"$work/sanitize-cmake.log" 2>&1 &&
+  cmake --build "$build/cpp-tests" >>"$work/sanitize-cmake.log" 2>&1 ||
   { tail -40 "$work/sanitize-cmake.log"; exit 1; }
-ctest --test-dir "$build/cmake" --output-on-failure
+ctest --test-dir "$build/cpp-tests" --output-on-failure
 echo "sanitizers: clean"

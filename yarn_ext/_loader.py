@@ -16,15 +16,25 @@ import torch
 
 from yarn_ext._version import __version__
 
-# The oldest torch the libraries load into (their TORCH_TARGET_VERSION, CMakeLists.txt).
-MINIMUM_TORCH = (2, 10)
 _LIB_DIR = Path(__file__).resolve().parent / "lib"
+
+try:  # what setup.py recorded: the build's torch, whether it has CUDA kernels
+    from yarn_ext import _build_info
+except ImportError:
+    raise ImportError(
+        f"yarn_ext {__version__} is not built: yarn_ext/_build_info.py is missing "
+        "(pip install --no-build-isolation .)"
+    ) from None
 
 
 def _release(version: str) -> tuple[int, int]:
     """(major, minor) of a version string such as 2.14.1+cu130 or 13.0."""
     major, minor = version.split("+")[0].split(".")[:2]
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+# The oldest torch the libraries load into (their TORCH_TARGET_VERSION, csrc/library.json).
+MINIMUM_TORCH = _release(_build_info.MINIMUM_TORCH)
 
 
 def torch_mismatch(
@@ -70,13 +80,9 @@ def _library(name: str) -> Path:
 def load() -> Native:
     """Loads the native parts. YARN_EXT_CPU_ONLY=1 leaves the CUDA kernels out (and with them the
     check of torch's CUDA version): the CPU kernels under any torch from MINIMUM_TORCH on."""
-    try:
-        build_info = importlib.import_module("yarn_ext._build_info")
-    except ImportError:  # a build without the record: assume the CPU kernels only
-        build_info = None
-    built_cuda = getattr(build_info, "TORCH_CUDA", None)
+    built_cuda = _build_info.TORCH_CUDA
     cpu_only = os.environ.get("YARN_EXT_CPU_ONLY", "0") == "1"
-    cuda_kernels = bool(getattr(build_info, "CUDA_KERNELS", False)) and not cpu_only
+    cuda_kernels = bool(_build_info.CUDA_KERNELS) and not cpu_only
     message = torch_mismatch(torch.__version__, built_cuda, torch.version.cuda, cuda_kernels)
     if message is not None:
         raise ImportError(message)
