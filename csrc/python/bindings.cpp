@@ -48,19 +48,21 @@ PYBIND11_MODULE(_C, m) {
                        double attn_factor, double beta_fast, double beta_slow, bool finetuned,
                        std::optional<double> scaling_factor, std::optional<double> attention_factor,
                        bool truncate, bool interleaved) {
-             return policy::ModuleConfig{dim,
-                                         max_position_embeddings,
-                                         base,
-                                         original_max_position_embeddings,
-                                         extrapolation_factor,
-                                         attn_factor,
-                                         beta_fast,
-                                         beta_slow,
-                                         finetuned,
-                                         scaling_factor,
-                                         attention_factor,
-                                         truncate,
-                                         interleaved};
+             policy::ModuleConfig config;
+             config.dim = dim;
+             config.max_position_embeddings = max_position_embeddings;
+             config.base = base;
+             config.original_max_position_embeddings = original_max_position_embeddings;
+             config.extrapolation_factor = extrapolation_factor;
+             config.attn_factor = attn_factor;
+             config.beta_fast = beta_fast;
+             config.beta_slow = beta_slow;
+             config.finetuned = finetuned;
+             config.scaling_factor = scaling_factor;
+             config.attention_factor = attention_factor;
+             config.truncate = truncate;
+             config.interleaved = interleaved;
+             return config;
            }),
            // Keyword-only and without defaults: the Python module owns the defaults.
            py::kw_only(), py::arg("dim"), py::arg("max_position_embeddings"), py::arg("base"),

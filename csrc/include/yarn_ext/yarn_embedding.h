@@ -156,19 +156,22 @@ inline YarnEmbeddingImpl::YarnEmbeddingImpl(YarnEmbeddingOptions options_)
 }
 
 inline policy::ModuleConfig YarnEmbeddingImpl::config() const {
-  return {options.dim(),
-          options.max_position_embeddings(),
-          options.base(),
-          options.original_max_position_embeddings(),
-          options.extrapolation_factor(),
-          options.attn_factor(),
-          options.beta_fast(),
-          options.beta_slow(),
-          options.finetuned(),
-          options.scaling_factor(),
-          options.attention_factor(),
-          options.truncate(),
-          options.interleaved()};
+  // Field by field, by name: a reordered struct cannot swap two options of one type.
+  policy::ModuleConfig config;
+  config.dim = options.dim();
+  config.max_position_embeddings = options.max_position_embeddings();
+  config.base = options.base();
+  config.original_max_position_embeddings = options.original_max_position_embeddings();
+  config.extrapolation_factor = options.extrapolation_factor();
+  config.attn_factor = options.attn_factor();
+  config.beta_fast = options.beta_fast();
+  config.beta_slow = options.beta_slow();
+  config.finetuned = options.finetuned();
+  config.scaling_factor = options.scaling_factor();
+  config.attention_factor = options.attention_factor();
+  config.truncate = options.truncate();
+  config.interleaved = options.interleaved();
+  return config;
 }
 
 inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::build(
