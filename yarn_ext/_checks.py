@@ -22,27 +22,18 @@ def as_int(name: str, value: SupportsIndex | float) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
 
 
-def as_float(name: str, value: SupportsFloat) -> float:
-    """`value` as a finite Python float."""
+def as_number(name: str, value: SupportsFloat) -> float:
+    """`value` as a Python float, any value (the module's policy checks the values)."""
     if isinstance(value, bool) or (
         not isinstance(value, (int, float)) and not hasattr(value, "__float__")
     ):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    result = float(value)
+    return float(value)
+
+
+def as_float(name: str, value: SupportsFloat) -> float:
+    """`value` as a finite Python float."""
+    result = as_number(name, value)
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {result}")
-    return result
-
-
-def positive_int(name: str, value: SupportsIndex | float) -> int:
-    result = as_int(name, value)
-    if result <= 0:
-        raise ValueError(f"{name} must be positive, got {result}")
-    return result
-
-
-def positive_float(name: str, value: SupportsFloat) -> float:
-    result = as_float(name, value)
-    if result <= 0:
-        raise ValueError(f"{name} must be positive, got {result}")
     return result

@@ -1,4 +1,8 @@
-"""YarnEmbedding: Zeta's module API; forward applies the rotation with yarn_ext's kernels."""
+"""YarnEmbedding: Zeta's module API; forward applies the rotation with yarn_ext's kernels.
+
+The module's policy - the constructor's checks, which tables it holds and when they grow, the
+length a call needs, cos_sin's layout - is csrc/include/yarn_ext/table_policy.h, shared with the
+C++ module (yarn_embedding.h) through yarn_ext._C; this class holds the state and calls it."""
 
 from __future__ import annotations
 
@@ -11,9 +15,36 @@ import torch
 from torch import Tensor, nn
 
 from yarn_ext import _C, ops
-from yarn_ext._checks import as_float, as_int, positive_float, positive_int
+from yarn_ext._checks import as_int, as_number
 from yarn_ext.helpers import yarn_inv_freq
 from yarn_ext.hf_config import hf_yarn_parameters
+
+
+def _needed_length(
+    seq_len: SupportsIndex | None, positions: Tensor | None, *tensors: Tensor | None
+) -> int | torch.SymInt | None:
+    """The number of cached positions a call needs: a symbolic copy of the policy's rule
+    (policy::needed_length in table_policy.h, which the C++ module calls): seq_len when given
+    (positive); else None with positions (nothing is recomputed and nothing is read back to the
+    host: positions past the cache are computed on the fly by the kernel); else the longest
+    dim -2 of the tensors with two dimensions or more (row s gets position s), None if none.
+
+    Written again here, not called through _C, because under torch.compile with dynamic shapes
+    the lengths are SymInts: kept symbolic (torch.sym_max, no int()), the growth test becomes a
+    guard rather than a specialization, and dynamic=True does not recompile per length. It also
+    keeps the decode call free of a call into _C. tests/test_module_parity.py runs a table of
+    cases through both rules and holds them equal, errors included."""
+    if seq_len is not None:
+        n = as_int("seq_len", seq_len)
+        if n <= 0:
+            raise ValueError(f"YarnEmbedding: seq_len must be positive, got {n}")
+        return n
+    if positions is not None:
+        return None
+    lengths = [t.shape[-2] for t in tensors if t is not None and t.dim() >= 2]
+    if not lengths:
+        return None
+    return lengths[0] if len(lengths) == 1 else torch.sym_max(*lengths)
 
 
 class _Tables(NamedTuple):
@@ -83,40 +114,31 @@ class YarnEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self._growth = threading.RLock()
-        # dim, base, the betas and the scale are checked by the C++ core (yarn_inv_freq) with
-        # messages that name them; here only what the core does not see.
+        # Only the types are converted here (naming the argument); every value check is the
+        # policy's check_config, which the C++ module runs too, with the same messages.
         self.dim = as_int("dim", dim)
-        self.max_position_embeddings = positive_int(
-            "max_position_embeddings", max_position_embeddings
-        )
-        self.base = as_float("base", base)
-        self.original_max_position_embeddings = positive_int(
+        self.max_position_embeddings = as_int("max_position_embeddings", max_position_embeddings)
+        self.base = as_number("base", base)
+        self.original_max_position_embeddings = as_int(
             "original_max_position_embeddings", original_max_position_embeddings
         )
-        self.extrapolation_factor = as_float("extrapolation_factor", extrapolation_factor)
-        self.attn_factor = as_float("attn_factor", attn_factor)
-        self.beta_fast = as_float("beta_fast", beta_fast)
-        self.beta_slow = as_float("beta_slow", beta_slow)
+        self.extrapolation_factor = as_number("extrapolation_factor", extrapolation_factor)
+        self.attn_factor = as_number("attn_factor", attn_factor)
+        self.beta_fast = as_number("beta_fast", beta_fast)
+        self.beta_slow = as_number("beta_slow", beta_slow)
         self.finetuned = bool(finetuned)
-        if scaling_factor is not None and not self.finetuned:
-            raise ValueError("scaling_factor is only used with finetuned=True (static YaRN)")
         self.scaling_factor = (
-            None if scaling_factor is None else positive_float("scaling_factor", scaling_factor)
+            None if scaling_factor is None else as_number("scaling_factor", scaling_factor)
         )
         self.attention_factor = (
-            None if attention_factor is None else as_float("attention_factor", attention_factor)
+            None if attention_factor is None else as_number("attention_factor", attention_factor)
         )
         self.truncate = bool(truncate)
         self.interleaved = bool(interleaved)
 
-        if self.finetuned:
-            static_scale = self.scaling_factor or (
-                self.max_position_embeddings / self.original_max_position_embeddings
-            )
-            tables = self._make_tables(static_scale, self.max_position_embeddings, device)
-        else:
-            tables = self._make_tables(None, self.max_position_embeddings, device)
-        self._commit(tables)
+        config = self._config()
+        _C.check_config(config)
+        self._commit(self._build(_C.initial_tables(config), device))
 
     @classmethod
     def from_hf_config(
@@ -148,36 +170,53 @@ class YarnEmbedding(nn.Module):
 
     # -- tables ----------------------------------------------------------------------------
 
-    def _make_tables(
-        self, scale: float | None, num_positions: int, device: torch.device | str | None
-    ) -> _Tables:
-        """inv_freq, mscale and the cache for YaRN at `scale`; None is plain RoPE (scale 1,
-        mscale 1 as in Zeta, unless attention_factor is given)."""
-        inv_freq = yarn_inv_freq(
-            self.dim,
-            self.base,
-            1.0 if scale is None else scale,
-            self.original_max_position_embeddings,
-            self.extrapolation_factor,
-            self.beta_fast,
-            self.beta_slow,
+    def _config(self) -> _C.ModuleConfig:
+        """The options as the policy reads them (from the attributes, as they are now)."""
+        return _C.ModuleConfig(
+            dim=self.dim,
+            max_position_embeddings=self.max_position_embeddings,
+            base=self.base,
+            original_max_position_embeddings=self.original_max_position_embeddings,
+            extrapolation_factor=self.extrapolation_factor,
+            attn_factor=self.attn_factor,
+            beta_fast=self.beta_fast,
+            beta_slow=self.beta_slow,
+            finetuned=self.finetuned,
+            scaling_factor=self.scaling_factor,
+            attention_factor=self.attention_factor,
             truncate=self.truncate,
-            device=device,
+            interleaved=self.interleaved,
         )
-        mscale = _C.table_mscale(scale, self.attn_factor, self.attention_factor)
-        cache = ops.build_cos_sin_cache(inv_freq, num_positions, mscale)
-        return _Tables(inv_freq, cache, 1.0 if scale is None else float(scale), float(mscale))
 
-    def _grown_tables(self, seq_len: int) -> _Tables:
-        """The tables for a call that needs `seq_len` (> max_seq_len_cached) positions. Nothing
-        is stored: callers commit them once their kernel succeeded."""
-        # The policy (csrc/tables.cpp, shared with the C++ module): dynamic YaRN raises the scale
-        # to seq_len / original; where that would not raise it, only the cache is extended.
-        scale = _C.grown_scale(seq_len, self.original_max_position_embeddings, self.scale)
-        if scale is not None:
-            return self._make_tables(scale, seq_len, self.inv_freq.device)
-        cache = ops.build_cos_sin_cache(self.inv_freq, seq_len, self.mscale)
-        return _Tables(self.inv_freq, cache, self.scale, self.mscale)
+    def _build(self, plan: _C.TablePlan, device: torch.device | str | None) -> _Tables:
+        """The tables a policy plan describes: new frequencies (on `device`), or the current ones
+        with the planned cache. Nothing is stored: the caller commits them."""
+        if plan.new_frequencies:
+            inv_freq = yarn_inv_freq(
+                self.dim,
+                self.base,
+                plan.scale,
+                self.original_max_position_embeddings,
+                self.extrapolation_factor,
+                self.beta_fast,
+                self.beta_slow,
+                truncate=self.truncate,
+                device=device,
+            )
+        else:
+            inv_freq = self.inv_freq
+        cache = ops.build_cos_sin_cache(inv_freq, plan.positions, plan.mscale)
+        return _Tables(inv_freq, cache, plan.scale, plan.mscale)
+
+    def _grown_tables(self, needed: int) -> _Tables | None:
+        """Under self._growth: the tables for a call that needs `needed` positions, or None when
+        the current ones serve (the policy's grown_tables). Nothing is stored: callers commit them
+        once their kernel succeeded."""
+        t = self._current
+        plan = _C.grown_tables(
+            self._config(), t.scale, t.mscale, int(t.cos_sin_cache.shape[0]), needed
+        )
+        return None if plan is None else self._build(plan, t.inv_freq.device)
 
     def _commit(self, tables: _Tables) -> None:
         self.register_buffer("inv_freq", tables.inv_freq, persistent=False)
@@ -189,26 +228,6 @@ class YarnEmbedding(nn.Module):
         self._current = tables
         self.max_seq_len_cached = int(tables.cos_sin_cache.shape[0])
 
-    def _needed_length(
-        self,
-        seq_len: SupportsIndex | None,
-        positions: Tensor | None,
-        *tensors: Tensor | None,
-    ) -> int | torch.SymInt | None:
-        """The sequence length a call needs cached: seq_len, or without positions the longest
-        dim -2 of the tensors (row s gets position s). With positions and no seq_len, None:
-        nothing is recomputed and nothing is read back to the host (positions past the cache
-        are computed on the fly by the kernel). Lengths stay symbolic under torch.compile with
-        dynamic shapes (no int()): the growth test becomes a guard, not a specialization."""
-        if seq_len is not None:
-            return positive_int("seq_len", seq_len)
-        if positions is not None:
-            return None
-        lengths = [t.shape[-2] for t in tensors if t is not None and t.dim() >= 2]
-        if not lengths:
-            return None
-        return lengths[0] if len(lengths) == 1 else torch.sym_max(*lengths)
-
     # -- API -------------------------------------------------------------------------------
 
     def forward(
@@ -219,7 +238,7 @@ class YarnEmbedding(nn.Module):
         [B, S] for [B, S, D], [B, 1, S] for [B, H, S, D], [B, S, 1] for [B, S, H, D]); without
         it row s along dim -2 gets position s and seq_len defaults to S. Differentiable with
         respect to x."""
-        needed = self._needed_length(seq_len, positions, x)
+        needed = _needed_length(seq_len, positions, x)
         if needed is not None and needed > self.max_seq_len_cached:
             return self._forward_growing(needed, x, positions)
         t = self._current
@@ -239,7 +258,7 @@ class YarnEmbedding(nn.Module):
         where q or k requires grad this raises (use forward)."""
         # With positions and no seq_len (a decode step) nothing can grow: straight to the kernel.
         if positions is None or seq_len is not None:
-            needed = self._needed_length(seq_len, positions, q, k)
+            needed = _needed_length(seq_len, positions, q, k)
             if needed is not None and needed > self.max_seq_len_cached:
                 self._rotate_growing(needed, q, k, positions)
                 return q, k
@@ -254,20 +273,14 @@ class YarnEmbedding(nn.Module):
     # meanwhile uses it), and every call reads the tables once, from _current, so it sees one
     # state or the next, never a mix.
 
-    def _tables_for(self, needed: int) -> tuple[_Tables, bool]:
-        """Under self._growth: the tables a call needing `needed` positions uses, and whether they
-        are new (to be committed after the call's kernel)."""
-        if needed <= self.max_seq_len_cached:
-            return self._current, False
-        return self._grown_tables(needed), True
-
     @torch.compiler.disable
     def _forward_growing(self, needed: int, x: Tensor, positions: Tensor | None) -> Tensor:
         with self._growth:
-            t, new = self._tables_for(int(needed))
+            grown = self._grown_tables(int(needed))
+            t = self._current if grown is None else grown
             out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
-            if new:
-                self._commit(t)
+            if grown is not None:  # the kernel succeeded
+                self._commit(grown)
         return out
 
     @torch.compiler.disable
@@ -275,12 +288,13 @@ class YarnEmbedding(nn.Module):
         self, needed: int, q: Tensor, k: Tensor | None, positions: Tensor | None
     ) -> None:
         with self._growth:
-            t, new = self._tables_for(int(needed))
+            grown = self._grown_tables(int(needed))
+            t = self._current if grown is None else grown
             ops.rotate_inplace(
                 q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved
             )
-            if new:
-                self._commit(t)
+            if grown is not None:  # the kernel succeeded
+                self._commit(grown)
 
     def cos_sin(
         self,
@@ -292,32 +306,32 @@ class YarnEmbedding(nn.Module):
         """(cos, sin), each [1, 1, seq_len, dim] and scaled by mscale: what Zeta's forward
         returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
         each frequency repeated twice in a row when interleaved."""
-        seq_len = positive_int("seq_len", seq_len)
+        needed = _needed_length(seq_len, None)
+        assert needed is not None  # a seq_len always gives one
         # Built from the (possibly grown) tables and committed last: a call that raises (say a
         # bad dtype or device) changes nothing.
         with self._growth:
-            return self._cos_sin(seq_len, dtype, device)
+            return self._cos_sin(int(needed), dtype, device)
 
     def _cos_sin(
         self, seq_len: int, dtype: torch.dtype | None, device: torch.device | str | None
     ) -> tuple[Tensor, Tensor]:
         grown = self._grown_tables(seq_len) if seq_len > self.max_seq_len_cached else None
-        half = self.dim // 2
-        table = (grown.cos_sin_cache if grown is not None else self._current.cos_sin_cache)[
-            :seq_len
-        ]
-        cos, sin = table[:, :half], table[:, half:]
-        if self.interleaved:
-            cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
-        else:
-            cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
-        result = (
-            cos[None, None].to(dtype=dtype, device=device),
-            sin[None, None].to(dtype=dtype, device=device),
+        table = (self._current if grown is None else grown).cos_sin_cache
+        # The policy's column map, cos's columns then sin's: one index_select builds both.
+        columns = torch.tensor(
+            _C.cos_sin_columns(self.dim, self.interleaved), dtype=torch.int64, device=table.device
+        )
+        both = table[:seq_len].index_select(1, columns)
+        # Each its own contiguous tensor, as the results have always been (a conversion copies
+        # anyway).
+        cos, sin = (
+            half[None, None].to(dtype=dtype, device=device).contiguous()
+            for half in both.split(self.dim, dim=1)
         )
         if grown is not None:
             self._commit(grown)
-        return result
+        return cos, sin
 
     # -- nn.Module plumbing ----------------------------------------------------------------
 

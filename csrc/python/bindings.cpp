@@ -1,14 +1,21 @@
-// The Python extension module yarn_ext._C: pybind11 bindings of the helper functions and the
-// table policy (yarn_ext/helper_math.h). No torch in it - it depends on the Python version only;
-// a helper that returns a tensor returns its values and yarn_ext/helpers.py builds the tensor.
+// The Python extension module yarn_ext._C: pybind11 bindings of the helper functions
+// (yarn_ext/helper_math.h) and of YarnEmbedding's policy (yarn_ext/table_policy.h). No torch in
+// it - it depends on the Python version only; a helper that returns a tensor returns its values
+// and yarn_ext/helpers.py builds the tensor.
 // The operators live in libyarn_ext (and libyarn_ext_cuda), which yarn_ext/_loader.py loads.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <optional>
+#include <vector>
+
 #include "yarn_ext/helper_math.h"
+#include "yarn_ext/table_policy.h"
 
 namespace py = pybind11;
 namespace hm = yarn_ext::helper_math;
+namespace policy = yarn_ext::policy;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "yarn_ext helper bindings (no torch); operators under torch.ops.yarn_ext";
@@ -33,8 +40,48 @@ PYBIND11_MODULE(_C, m) {
   m.def("yarn_inv_freq", &hm::yarn_inv_freq, py::arg("dim"), py::arg("base"), py::arg("scale"),
         py::arg("original_max_position_embeddings"), py::arg("extrapolation_factor"),
         py::arg("beta_fast"), py::arg("beta_slow"), py::arg("truncate"));
-  m.def("table_mscale", &hm::table_mscale, py::arg("scale"), py::arg("attn_factor"),
-        py::arg("attention_factor"));
-  m.def("grown_scale", &hm::grown_scale, py::arg("seq_len"),
-        py::arg("original_max_position_embeddings"), py::arg("current_scale"));
+
+  // The module's policy (table_policy.h), called by yarn_ext/embedding.py.
+  py::class_<policy::ModuleConfig>(m, "ModuleConfig")
+      .def(py::init([](int64_t dim, int64_t max_position_embeddings, double base,
+                       int64_t original_max_position_embeddings, double extrapolation_factor,
+                       double attn_factor, double beta_fast, double beta_slow, bool finetuned,
+                       std::optional<double> scaling_factor, std::optional<double> attention_factor,
+                       bool truncate, bool interleaved) {
+             policy::ModuleConfig config;
+             config.dim = dim;
+             config.max_position_embeddings = max_position_embeddings;
+             config.base = base;
+             config.original_max_position_embeddings = original_max_position_embeddings;
+             config.extrapolation_factor = extrapolation_factor;
+             config.attn_factor = attn_factor;
+             config.beta_fast = beta_fast;
+             config.beta_slow = beta_slow;
+             config.finetuned = finetuned;
+             config.scaling_factor = scaling_factor;
+             config.attention_factor = attention_factor;
+             config.truncate = truncate;
+             config.interleaved = interleaved;
+             return config;
+           }),
+           // Keyword-only and without defaults: the Python module owns the defaults.
+           py::kw_only(), py::arg("dim"), py::arg("max_position_embeddings"), py::arg("base"),
+           py::arg("original_max_position_embeddings"), py::arg("extrapolation_factor"),
+           py::arg("attn_factor"), py::arg("beta_fast"), py::arg("beta_slow"), py::arg("finetuned"),
+           py::arg("scaling_factor"), py::arg("attention_factor"), py::arg("truncate"),
+           py::arg("interleaved"));
+  py::class_<policy::TablePlan>(m, "TablePlan")
+      .def_readonly("new_frequencies", &policy::TablePlan::new_frequencies)
+      .def_readonly("scale", &policy::TablePlan::scale)
+      .def_readonly("mscale", &policy::TablePlan::mscale)
+      .def_readonly("positions", &policy::TablePlan::positions);
+  m.def("check_config", &policy::check_config, py::arg("config"));
+  m.def("initial_tables", &policy::initial_tables, py::arg("config"));
+  m.def("grown_tables", &policy::grown_tables, py::arg("config"), py::arg("current_scale"),
+        py::arg("current_mscale"), py::arg("cached"), py::arg("needed"));
+  m.def("needed_length",
+        py::overload_cast<std::optional<int64_t>, bool, const std::vector<int64_t>&>(
+            &policy::needed_length),
+        py::arg("seq_len"), py::arg("has_positions"), py::arg("lengths"));
+  m.def("cos_sin_columns", &policy::cos_sin_columns, py::arg("dim"), py::arg("interleaved"));
 }

@@ -1,6 +1,7 @@
-// The YaRN helper functions of Zeta's API and the table policy, with their argument checks:
-// torch-free and header-only, deliberately, so that one definition serves the Python bindings
-// (yarn_ext._C, which has no torch in it) and the C++ API (helpers.h, tables.h). A bad argument
+// The YaRN helper functions of Zeta's API and the table policy's two formulas, with their
+// argument checks: torch-free and header-only, deliberately, so that one definition serves the
+// Python bindings (yarn_ext._C, which has no torch in it) and the C++ API (helpers.h,
+// table_policy.h, which builds the module's policy on them). A bad argument
 // throws std::invalid_argument naming it (ValueError in Python). The math is core/yarn_math.h.
 #pragma once
 
@@ -78,6 +79,28 @@ inline double get_mscale(double scale = 1.0, double mscale = 1.0) {
   return math::get_mscale(scale, mscale);
 }
 
+inline void check_rotary_dim(const char* fn, int64_t dim) {
+  require(dim > 0 && dim % 2 == 0, fn, "dim must be a positive even number, got ", dim);
+}
+
+// The arguments of yarn_inv_freq but the scale, checked in one place for yarn_inv_freq and for
+// the module's constructor (table_policy.h's check_config), which name themselves as `fn`.
+inline void check_frequency_args(const char* fn, int64_t dim, double base,
+                                 int64_t original_max_position_embeddings,
+                                 double extrapolation_factor, double beta_fast, double beta_slow) {
+  check_rotary_dim(fn, dim);
+  check_rope_geometry(fn, dim, base, original_max_position_embeddings,
+                      "original_max_position_embeddings");
+  require(std::isfinite(extrapolation_factor), fn, "extrapolation_factor must be finite, got ",
+          extrapolation_factor);
+  check_rotations(fn, "beta_fast", beta_fast);
+  check_rotations(fn, "beta_slow", beta_slow);
+  // beta_fast is the faster-rotating bound; equal betas are real (some models ship them) and
+  // the ramp guards the zero-width case.
+  require(beta_fast >= beta_slow, fn, "beta_fast (", beta_fast, ") must be >= beta_slow (",
+          beta_slow, ")");
+}
+
 // [dim / 2] float64 values: YaRN's blended inverse frequencies for a context extension `scale`
 // (1 gives plain RoPE).
 inline std::vector<double> yarn_inv_freq(int64_t dim, double base, double scale,
@@ -85,19 +108,10 @@ inline std::vector<double> yarn_inv_freq(int64_t dim, double base, double scale,
                                          double extrapolation_factor, double beta_fast,
                                          double beta_slow, bool truncate) {
   constexpr const char* kFn = "yarn_inv_freq";
-  require(dim > 0 && dim % 2 == 0, kFn, "dim must be a positive even number, got ", dim);
-  check_rope_geometry(kFn, dim, base, original_max_position_embeddings,
-                      "original_max_position_embeddings");
+  check_frequency_args(kFn, dim, base, original_max_position_embeddings, extrapolation_factor,
+                       beta_fast, beta_slow);
   require(std::isfinite(scale) && scale > 0, kFn,
           "scale (scaling_factor) must be a finite number > 0, got ", scale);
-  require(std::isfinite(extrapolation_factor), kFn, "extrapolation_factor must be finite, got ",
-          extrapolation_factor);
-  check_rotations(kFn, "beta_fast", beta_fast);
-  check_rotations(kFn, "beta_slow", beta_slow);
-  // beta_fast is the faster-rotating bound; equal betas are real (some models ship them) and
-  // the ramp guards the zero-width case.
-  require(beta_fast >= beta_slow, kFn, "beta_fast (", beta_fast, ") must be >= beta_slow (",
-          beta_slow, ")");
   const math::FrequencyParams params =
       math::make_frequency_params(dim, base, scale, original_max_position_embeddings,
                                   extrapolation_factor, beta_fast, beta_slow, truncate);
@@ -107,7 +121,7 @@ inline std::vector<double> yarn_inv_freq(int64_t dim, double base, double scale,
   return inv_freq;
 }
 
-// -- the table policy of YarnEmbedding, shared by the Python and C++ modules --
+// -- the table formulas of YarnEmbedding's policy (table_policy.h) --
 
 // The attention scale multiplying cos and sin: attention_factor when given; 1 for plain RoPE
 // (scale absent, as in Zeta); else get_mscale(scale) * attn_factor.

@@ -1,30 +1,32 @@
 // yarn_ext::YarnEmbedding: the C++ (LibTorch) twin of the Python module yarn_ext.YarnEmbedding,
 // with the same options, defaults and results. It owns float64 inv_freq and the float32 cos/sin
 // cache and calls the operators through the dispatcher (CPU, CUDA, autograd). Header-only: it is
-// compiled in the program, against the program's LibTorch.
+// compiled in the program, against the program's LibTorch. Its policy - option checks, which
+// tables it holds and when they grow, the length a call needs, cos_sin's layout - is
+// table_policy.h's, which the Python module calls too; this class only holds the state.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/cat.h>
+#include <ATen/ops/tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
-#include <algorithm>
-#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <mutex>
 #include <optional>
 #include <ostream>
 #include <utility>
+#include <vector>
 
-#include "yarn_ext/helper_math.h"
 #include "yarn_ext/helpers.h"
 #include "yarn_ext/library_anchor.h"
 #include "yarn_ext/ops.h"
+#include "yarn_ext/table_policy.h"
 
 namespace yarn_ext {
 
@@ -106,11 +108,13 @@ class YarnEmbeddingImpl : public torch::nn::Module {
     double scale;
     double mscale;
   };
-  TableSet make_tables(std::optional<double> scale, int64_t num_positions,
-                       std::optional<c10::Device> device) const;
-  // The tables for a call needing `needed` positions, under the lock: the current ones, or grown
-  // ones (`grows` set) to commit once the call's kernel succeeded.
-  TableSet tables_for(int64_t needed, bool* grows) const;
+  policy::ModuleConfig config() const;
+  // The tables a plan describes: new frequencies (on `device`), or the current ones with the
+  // planned cache.
+  TableSet build(const policy::TablePlan& plan, std::optional<c10::Device> device) const;
+  // Under the lock: the grown tables a call needing `needed` positions uses, to commit once its
+  // kernel succeeded (the policy's protocol, table_policy.h); nothing when the current ones serve.
+  std::optional<TableSet> grown(int64_t needed) const;
   TableSet current() const;
 
   // Thread safety: calls from several threads are safe. Each call takes one snapshot of the
@@ -127,70 +131,61 @@ TORCH_MODULE(YarnEmbedding);
 
 namespace detail {
 
-inline constexpr const char* kModule = "yarn_ext::YarnEmbedding";
-
-inline int64_t positive(const char* name, int64_t value) {
-  helper_math::require(value > 0, kModule, name, " must be positive, got ", value);
-  return value;
-}
-
-// The length a call needs cached: seq_len, or without positions the longest dim -2 of the
-// tensors (row s gets position s). With positions and no seq_len, nothing: positions past the
-// cache are computed on the fly, and nothing is read back to the host.
+// The policy's needed_length for a call on `first` and `second` (either may be null or
+// undefined): their lengths are dim -2 of those with two dimensions or more.
 inline std::optional<int64_t> needed_length(std::optional<int64_t> seq_len,
                                             const std::optional<at::Tensor>& positions,
-                                            std::initializer_list<const at::Tensor*> tensors) {
-  if (seq_len.has_value()) return detail::positive("seq_len", *seq_len);
-  if (positions.has_value() && positions->defined()) return std::nullopt;
-  std::optional<int64_t> longest;
-  for (const at::Tensor* t : tensors) {
-    if (t != nullptr && t->defined() && t->dim() >= 2) {
-      longest = std::max(longest.value_or(0), t->size(-2));
-    }
+                                            const at::Tensor* first,
+                                            const at::Tensor* second = nullptr) {
+  int64_t lengths[2];
+  size_t count = 0;
+  for (const at::Tensor* t : {first, second}) {
+    if (t != nullptr && t->defined() && t->dim() >= 2) lengths[count++] = t->size(-2);
   }
-  return longest;
+  return policy::needed_length(seq_len, positions.has_value() && positions->defined(), lengths,
+                               count);
 }
 
 }  // namespace detail
 
 inline YarnEmbeddingImpl::YarnEmbeddingImpl(YarnEmbeddingOptions options_)
     : options(std::move(options_)) {
-  detail::positive("max_position_embeddings", options.max_position_embeddings());
-  detail::positive("original_max_position_embeddings", options.original_max_position_embeddings());
-  helper_math::require(!options.scaling_factor().has_value() || options.finetuned(),
-                       detail::kModule,
-                       "scaling_factor is only used with finetuned=true (static YaRN)");
-  if (options.scaling_factor().has_value()) {
-    const double s = *options.scaling_factor();
-    helper_math::require(std::isfinite(s) && s > 0, detail::kModule,
-                         "scaling_factor must be a finite number > 0, got ", s);
-  }
-  helper_math::require(std::isfinite(options.attn_factor()), detail::kModule,
-                       "attn_factor must be finite, got ", options.attn_factor());
-  if (options.attention_factor().has_value()) {
-    helper_math::require(std::isfinite(*options.attention_factor()), detail::kModule,
-                         "attention_factor must be finite, got ", *options.attention_factor());
-  }
-  std::optional<double> scale;
-  if (options.finetuned()) {
-    scale = options.scaling_factor().value_or(
-        static_cast<double>(options.max_position_embeddings()) /
-        static_cast<double>(options.original_max_position_embeddings()));
-  }
-  tables_ = make_tables(scale, options.max_position_embeddings(), options.device());
+  const policy::ModuleConfig config = this->config();
+  policy::check_config(config);
+  tables_ = build(policy::initial_tables(config), options.device());
 }
 
-inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::make_tables(
-    std::optional<double> scale, int64_t num_positions, std::optional<c10::Device> device) const {
-  at::Tensor inv_freq =
-      yarn_inv_freq(options.dim(), options.base(), scale.value_or(1.0),
-                    options.original_max_position_embeddings(), options.extrapolation_factor(),
-                    options.beta_fast(), options.beta_slow(), options.truncate());
-  if (device.has_value()) inv_freq = inv_freq.to(*device);
-  const double mscale =
-      helper_math::table_mscale(scale, options.attn_factor(), options.attention_factor());
-  at::Tensor cache = build_cos_sin_cache(inv_freq, num_positions, mscale);
-  return {std::move(inv_freq), std::move(cache), scale.value_or(1.0), mscale};
+inline policy::ModuleConfig YarnEmbeddingImpl::config() const {
+  // Field by field, by name: a reordered struct cannot swap two options of one type.
+  policy::ModuleConfig config;
+  config.dim = options.dim();
+  config.max_position_embeddings = options.max_position_embeddings();
+  config.base = options.base();
+  config.original_max_position_embeddings = options.original_max_position_embeddings();
+  config.extrapolation_factor = options.extrapolation_factor();
+  config.attn_factor = options.attn_factor();
+  config.beta_fast = options.beta_fast();
+  config.beta_slow = options.beta_slow();
+  config.finetuned = options.finetuned();
+  config.scaling_factor = options.scaling_factor();
+  config.attention_factor = options.attention_factor();
+  config.truncate = options.truncate();
+  config.interleaved = options.interleaved();
+  return config;
+}
+
+inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::build(
+    const policy::TablePlan& plan, std::optional<c10::Device> device) const {
+  at::Tensor inv_freq = tables_.inv_freq;
+  if (plan.new_frequencies) {
+    inv_freq =
+        yarn_inv_freq(options.dim(), options.base(), plan.scale,
+                      options.original_max_position_embeddings(), options.extrapolation_factor(),
+                      options.beta_fast(), options.beta_slow(), options.truncate());
+    if (device.has_value()) inv_freq = inv_freq.to(*device);
+  }
+  at::Tensor cache = build_cos_sin_cache(inv_freq, plan.positions, plan.mscale);
+  return {std::move(inv_freq), std::move(cache), plan.scale, plan.mscale};
 }
 
 inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::current() const {
@@ -198,33 +193,27 @@ inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::current() const {
   return tables_;
 }
 
-inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::tables_for(int64_t needed,
-                                                                 bool* grows) const {
-  *grows = needed > tables_.cos_sin_cache.size(0);
-  if (!*grows) return tables_;
-  if (const auto scale = helper_math::grown_scale(
-          needed, options.original_max_position_embeddings(), tables_.scale)) {
-    return make_tables(scale, needed, tables_.inv_freq.device());
-  }
-  return {tables_.inv_freq, build_cos_sin_cache(tables_.inv_freq, needed, tables_.mscale),
-          tables_.scale, tables_.mscale};
+inline std::optional<YarnEmbeddingImpl::TableSet> YarnEmbeddingImpl::grown(int64_t needed) const {
+  const std::optional<policy::TablePlan> plan = policy::grown_tables(
+      config(), tables_.scale, tables_.mscale, tables_.cos_sin_cache.size(0), needed);
+  if (!plan.has_value()) return std::nullopt;
+  return build(*plan, tables_.inv_freq.device());
 }
 
 inline at::Tensor YarnEmbeddingImpl::forward(const at::Tensor& x, std::optional<int64_t> seq_len,
                                              const std::optional<at::Tensor>& positions) {
-  const std::optional<int64_t> needed = detail::needed_length(seq_len, positions, {&x});
+  const std::optional<int64_t> needed = detail::needed_length(seq_len, positions, &x);
   const TableSet snapshot = current();
   if (!needed.has_value() || *needed <= snapshot.cos_sin_cache.size(0)) {
     return rotate(x, snapshot.cos_sin_cache, snapshot.inv_freq, snapshot.mscale, positions,
                   options.interleaved());
   }
-  // Committed only once the kernel succeeded: a call that throws changes nothing.
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
-  bool grows = false;
-  TableSet tables = tables_for(*needed, &grows);
+  std::optional<TableSet> grown_tables = grown(*needed);
+  const TableSet& tables = grown_tables.has_value() ? *grown_tables : tables_;
   at::Tensor out = rotate(x, tables.cos_sin_cache, tables.inv_freq, tables.mscale, positions,
                           options.interleaved());
-  if (grows) tables_ = std::move(tables);
+  if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
   return out;
 }
 
@@ -232,7 +221,7 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> YarnEmbeddingImpl::rotat
     at::Tensor q, std::optional<at::Tensor> k, const std::optional<at::Tensor>& positions,
     std::optional<int64_t> seq_len) {
   const at::Tensor* k_ptr = k.has_value() ? &*k : nullptr;
-  const std::optional<int64_t> needed = detail::needed_length(seq_len, positions, {&q, k_ptr});
+  const std::optional<int64_t> needed = detail::needed_length(seq_len, positions, &q, k_ptr);
   const TableSet snapshot = current();
   if (!needed.has_value() || *needed <= snapshot.cos_sin_cache.size(0)) {
     rotate_inplace(q, k, snapshot.cos_sin_cache, snapshot.inv_freq, snapshot.mscale, positions,
@@ -240,40 +229,37 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> YarnEmbeddingImpl::rotat
     return {std::move(q), std::move(k)};
   }
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
-  bool grows = false;
-  TableSet tables = tables_for(*needed, &grows);
+  std::optional<TableSet> grown_tables = grown(*needed);
+  const TableSet& tables = grown_tables.has_value() ? *grown_tables : tables_;
   rotate_inplace(q, k, tables.cos_sin_cache, tables.inv_freq, tables.mscale, positions,
                  options.interleaved());
-  if (grows) tables_ = std::move(tables);
+  if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
   return {std::move(q), std::move(k)};
 }
 
 inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(
     int64_t seq_len, std::optional<at::ScalarType> dtype, std::optional<c10::Device> device) {
-  detail::positive("seq_len", seq_len);
+  const int64_t needed = *policy::needed_length(seq_len, /*has_positions=*/false, nullptr, 0);
   // Built from the (possibly grown) tables and committed last: a call that throws changes nothing.
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
-  bool grows = false;
-  TableSet tables = tables_for(seq_len, &grows);
-  const int64_t half = tables.inv_freq.size(0);
-  const at::Tensor table = tables.cos_sin_cache.narrow(0, 0, seq_len);
-  at::Tensor cos = table.narrow(1, 0, half);
-  at::Tensor sin = table.narrow(1, half, half);
-  // The layout matches the rotation style: each frequency twice in a row when interleaved,
-  // else cat(freqs, freqs) (Zeta's).
-  if (options.interleaved()) {
-    cos = cos.repeat_interleave(2, -1);
-    sin = sin.repeat_interleave(2, -1);
-  } else {
-    cos = at::cat({cos, cos}, -1);
-    sin = at::cat({sin, sin}, -1);
-  }
-  auto finish = [&](const at::Tensor& t) {
-    return t.unsqueeze(0).unsqueeze(0).to(device.value_or(t.device()),
-                                          dtype.value_or(t.scalar_type()));
+  std::optional<TableSet> grown_tables = grown(needed);
+  const TableSet& tables = grown_tables.has_value() ? *grown_tables : tables_;
+  const int64_t dim = 2 * tables.inv_freq.size(0);
+  const std::vector<int64_t> map = policy::cos_sin_columns(dim, options.interleaved());
+  const at::Tensor columns =
+      at::tensor(map, at::TensorOptions().dtype(at::kLong)).to(tables.cos_sin_cache.device());
+  // [needed, 2 * dim]: cos's columns, then sin's.
+  const at::Tensor both = tables.cos_sin_cache.narrow(0, 0, needed).index_select(1, columns);
+  // Each its own contiguous tensor, as the results have always been (a conversion copies anyway).
+  auto finish = [&](int64_t first) {
+    const at::Tensor t = both.narrow(1, first, dim);
+    return t.unsqueeze(0)
+        .unsqueeze(0)
+        .to(device.value_or(t.device()), dtype.value_or(t.scalar_type()))
+        .contiguous();
   };
-  std::pair<at::Tensor, at::Tensor> result{finish(cos), finish(sin)};
-  if (grows) tables_ = std::move(tables);
+  std::pair<at::Tensor, at::Tensor> result{finish(0), finish(dim)};
+  if (grown_tables.has_value()) tables_ = std::move(*grown_tables);
   return result;
 }
 
