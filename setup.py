@@ -119,7 +119,12 @@ if CUDA:
 
 
 def paths(key: str) -> list[str]:
-    return [str(ROOT / p) for p in LIBRARY[key]]
+    """Paths of library.json, relative to this directory (setuptools refuses absolute sources)."""
+    return list(LIBRARY[key])
+
+
+def include_dirs() -> list[str]:
+    return [str(ROOT / p) for p in LIBRARY["include_dirs"]]
 
 
 def sanitizer_flags() -> list[str]:
@@ -172,11 +177,10 @@ def operator_library(name: str, *, cuda: bool, sources: list[str]) -> Extension:
         mode = LIBRARY["debug_flags"] if DEBUG else LIBRARY["cuda_release_flags"]
         defines = [f"-D{d}" for d in LIBRARY["cuda_definitions"]]
         compile_args["nvcc"] = [*LIBRARY["cuda_flags"], *mode, *STABLE_ABI, *defines]
-        compile_args["cxx"] += defines
     ext = factory(
         name=f"yarn_ext.lib.{name}",
         sources=sources,
-        include_dirs=paths("include_dirs"),
+        include_dirs=include_dirs(),
         extra_compile_args=compile_args,
         extra_link_args=link_flags(f"{name}.so"),
         py_limited_api=True,
@@ -189,7 +193,7 @@ def operator_library(name: str, *, cuda: bool, sources: list[str]) -> Extension:
 def helper_module() -> Extension:
     """yarn_ext._C: pybind11 bindings of the helpers; no torch, so one build serves every torch."""
     compile_args = ["-std=c++17", "-fvisibility=hidden", *sanitizer_flags()]
-    compile_args += LIBRARY["debug_flags"] if DEBUG else ["-O3"]
+    compile_args += LIBRARY["debug_flags"] if DEBUG else ["-O3", "-g0"]
     link_args = [f"-Wl,--version-script={CSRC / 'python' / 'exports.map'}"]
     if SANITIZE:
         link_args.append(f"-fsanitize={SANITIZE}")
@@ -299,19 +303,29 @@ class BuildExtension(cpp_extension.BuildExtension):
                 ]
         super().build_extensions()
 
+    def build_extension(self, ext: Extension) -> None:
+        # Each library compiles its objects in a folder of its own: they share the host sources,
+        # with flags of their own.
+        base = self.build_temp
+        self.build_temp = os.path.join(base, ext.name)
+        try:
+            super().build_extension(ext)
+        finally:
+            self.build_temp = base
+
     def compile_isa_copies(self) -> list[str]:
         """csrc/cpu/vectorized/kernels.cpp once per instruction set, in parallel, with this
         build's compiler (Python's flags, then library.json's)."""
-        include_dirs = paths("include_dirs") + cpp_extension.include_paths()
+        includes = include_dirs() + cpp_extension.include_paths()
         common = cxx_flags() + LIBRARY["isa_flags"]
 
         def compile_copy(copy: dict[str, object]) -> list[str]:
             name = str(copy["name"])
             return self.compiler.compile(
-                [str(ROOT / LIBRARY["isa_source"])],
+                [LIBRARY["isa_source"]],
                 output_dir=str(Path(self.build_temp) / "isa" / name),
                 macros=[("CPU_CAPABILITY", name), (f"CPU_CAPABILITY_{name}", None)],
-                include_dirs=include_dirs,
+                include_dirs=includes,
                 extra_postargs=[*common, *copy["flags"]],  # type: ignore[misc]
             )
 
@@ -339,7 +353,7 @@ def build_test_hooks(package_dir: Path, build_temp: Path) -> None:
     emulation = cpp_extension.CppExtension(
         name="libyarn_ext_testing",
         sources=paths("test_hook_sources") + paths("host_sources"),
-        include_dirs=paths("include_dirs"),
+        include_dirs=include_dirs(),
         extra_compile_args={"cxx": cxx_flags() + STABLE_ABI},
         extra_link_args=link_flags("libyarn_ext_testing.so"),
         py_limited_api=True,
