@@ -86,6 +86,15 @@ def read_version() -> str:
 VERSION = read_version()
 
 
+def release(version: str) -> tuple[str, str, str]:
+    """MAJOR, MINOR, PATCH: the leading X.Y.Z, as CMakeLists.txt reads the version (and as torch's
+    CMake config gives Torch_VERSION), for the files both builds write."""
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        raise RuntimeError(f"version {version!r} does not start with MAJOR.MINOR.PATCH")
+    return match.group(1), match.group(2), match.group(3)
+
+
 def want_cuda() -> bool:
     if os.environ.get("YARN_EXT_CPU_ONLY", "0") == "1":
         print("yarn_ext: YARN_EXT_CPU_ONLY=1, building the CPU kernels only")
@@ -176,7 +185,8 @@ def operator_library(name: str, *, cuda: bool, sources: list[str]) -> Extension:
     if cuda:
         mode = LIBRARY["debug_flags"] if DEBUG else LIBRARY["cuda_release_flags"]
         defines = [f"-D{d}" for d in LIBRARY["cuda_definitions"]]
-        compile_args["nvcc"] = [*LIBRARY["cuda_flags"], *mode, *STABLE_ABI, *defines]
+        standard = f"-std=c++{LIBRARY['cxx_standard']}"
+        compile_args["nvcc"] = [standard, *LIBRARY["cuda_flags"], *mode, *STABLE_ABI, *defines]
     ext = factory(
         name=f"yarn_ext.lib.{name}",
         sources=sources,
@@ -192,8 +202,10 @@ def operator_library(name: str, *, cuda: bool, sources: list[str]) -> Extension:
 
 def helper_module() -> Extension:
     """yarn_ext._C: pybind11 bindings of the helpers; no torch, so one build serves every torch."""
-    compile_args = ["-std=c++17", "-fvisibility=hidden", *sanitizer_flags()]
+    # (-fno-wrapv: see library.json's notes; the sanitizers' flags last, after -O3.)
+    compile_args = ["-std=c++17", "-fvisibility=hidden", "-fno-wrapv"]
     compile_args += LIBRARY["debug_flags"] if DEBUG else ["-O3", "-g0"]
+    compile_args += sanitizer_flags()
     link_args = [f"-Wl,--version-script={CSRC / 'python' / 'exports.map'}"]
     if SANITIZE:
         link_args.append(f"-fsanitize={SANITIZE}")
@@ -234,13 +246,13 @@ def write_package_files(package_dir: Path, cuda: bool) -> None:
             target = include / header.relative_to(CSRC / "include")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(header, target)
-    major, minor, patch = VERSION.split(".")[:3]
+    major, minor, patch = release(VERSION)
     values = {
-        "PROJECT_VERSION": VERSION,
+        "PROJECT_VERSION": f"{major}.{minor}.{patch}",
         "PROJECT_VERSION_MAJOR": major,
         "PROJECT_VERSION_MINOR": minor,
         "PROJECT_VERSION_PATCH": patch,
-        "YARN_EXT_TORCH_VERSION": torch.__version__.split("+")[0],
+        "YARN_EXT_TORCH_VERSION": ".".join(release(torch.__version__)),
         "YARN_EXT_MINIMUM_TORCH": LIBRARY["minimum_torch"],
         "YARN_EXT_CXX_STANDARD": str(LIBRARY["cxx_standard"]),
         "YARN_EXT_CUDA_LIBRARY": "1" if cuda else "0",
@@ -330,7 +342,7 @@ class BuildExtension(cpp_extension.BuildExtension):
             )
 
         with ThreadPoolExecutor(
-            max_workers=int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))
+            max_workers=int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
         ) as pool:
             return [obj for objects in pool.map(compile_copy, isa_copies()) for obj in objects]
 
@@ -338,6 +350,10 @@ class BuildExtension(cpp_extension.BuildExtension):
 
     def run(self) -> None:
         self.in_place = bool(self.inplace or getattr(self, "editable_mode", False))
+        if self.in_place:
+            # setuptools copies the libraries into the source tree, but does not make yarn_ext/lib
+            # (ignored by git, so missing from a fresh clone).
+            Path(self.get_ext_fullpath("yarn_ext.lib.libyarn_ext")).parent.mkdir(exist_ok=True)
         super().run()
         package_dir = Path(self.get_ext_fullpath("yarn_ext._C")).resolve().parent
         write_package_files(package_dir, CUDA)

@@ -92,7 +92,8 @@ echo "tests ran in $((SECONDS - start)) s"
 echo "== C++ tests under ASan+UBSan"
 # tests/cpp as a project of its own against the instrumented build's CMake package (the one an
 # in-place build writes into the package): only the test program is compiled.
-prefix="$(python -c 'import yarn_ext; print(yarn_ext.cmake_prefix_path)')"
+# (yarn_ext.cmake_prefix_path, without importing the instrumented package outside LD_PRELOAD)
+prefix="$PWD/yarn_ext/share/cmake"
 flags="$(python -c 'import json; print(" ".join(json.load(open("csrc/library.json"))["sanitizer_flags"]))')"
 cmake -S tests/cpp -B "$build/cpp-tests" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_CXX_FLAGS="-fsanitize=$sanitizers $flags" \

@@ -99,8 +99,8 @@ def installed_library() -> Path:
 
 
 def compile_objects(archs: tuple[str, ...], build: Path) -> list[Path]:
-    """The CUDA objects of libyarn_ext_cuda, built by CMakeLists.txt (the project's own flags) for
-    `archs` only."""
+    """The CUDA objects of libyarn_ext_cuda, built by CMakeLists.txt for `archs` only: the flags
+    of csrc/library.json, which the wheel's build (setup.py) passes too."""
     import torch
 
     arch_list = ";".join(f"{a[3:-1]}.{a[-1]}" for a in archs)  # sm_90 -> 9.0

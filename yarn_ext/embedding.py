@@ -92,6 +92,7 @@ class YarnEmbedding(nn.Module):
     mscale: float
     max_seq_len_cached: int
     _current: _Tables  # inv_freq, cos_sin_cache, scale, mscale: the state a call reads
+    _cos_sin_index: Tensor  # the policy's cos_sin column map, on the device of the last call
     _growth: threading.RLock  # serialises this module's growth; recreated by copies and loads
 
     def __init__(
@@ -139,6 +140,13 @@ class YarnEmbedding(nn.Module):
         config = self._config()
         _C.check_config(config)
         self._commit(self._build(_C.initial_tables(config), device))
+        # Made once, where the tables are: cos_sin copies nothing from the host (no stream
+        # synchronization per call on CUDA).
+        self._cos_sin_index = torch.tensor(
+            _C.cos_sin_columns(self.dim, self.interleaved),
+            dtype=torch.int64,
+            device=self.inv_freq.device,
+        )
 
     @classmethod
     def from_hf_config(
@@ -318,16 +326,15 @@ class YarnEmbedding(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         grown = self._grown_tables(seq_len) if seq_len > self.max_seq_len_cached else None
         table = (self._current if grown is None else grown).cos_sin_cache
-        # The policy's column map, cos's columns then sin's: one index_select builds both.
-        columns = torch.tensor(
-            _C.cos_sin_columns(self.dim, self.interleaved), dtype=torch.int64, device=table.device
-        )
-        both = table[:seq_len].index_select(1, columns)
-        # Each its own contiguous tensor, as the results have always been (a conversion copies
-        # anyway).
+        # The policy's column map: cos's columns, then sin's. Moved once after a device move.
+        columns = self._cos_sin_index
+        if columns.device != table.device:
+            columns = self._cos_sin_index = columns.to(table.device)
+        rows = table[:seq_len]
+        # index_select makes each result a contiguous tensor of its own, as they have always been.
         cos, sin = (
-            half[None, None].to(dtype=dtype, device=device).contiguous()
-            for half in both.split(self.dim, dim=1)
+            rows.index_select(1, part)[None, None].to(dtype=dtype, device=device)
+            for part in columns.split(self.dim)
         )
         if grown is not None:
             self._commit(grown)

@@ -122,6 +122,8 @@ class YarnEmbeddingImpl : public torch::nn::Module {
   // uses the new tables), and a commit replaces the whole set at once, so a call sees one state
   // or the next, never a mix.
   TableSet tables_;
+  // The policy's cos_sin column map, made once and moved with the tables' device (under lock_).
+  at::Tensor cos_sin_index_;
   mutable detail::ModuleLock lock_;
 };
 
@@ -153,6 +155,10 @@ inline YarnEmbeddingImpl::YarnEmbeddingImpl(YarnEmbeddingOptions options_)
   const policy::ModuleConfig config = this->config();
   policy::check_config(config);
   tables_ = build(policy::initial_tables(config), options.device());
+  // Made once, where the tables are: cos_sin copies nothing from the host.
+  cos_sin_index_ = at::tensor(policy::cos_sin_columns(options.dim(), options.interleaved()),
+                              at::TensorOptions().dtype(at::kLong))
+                       .to(tables_.cos_sin_cache.device());
 }
 
 inline policy::ModuleConfig YarnEmbeddingImpl::config() const {
@@ -210,7 +216,8 @@ inline at::Tensor YarnEmbeddingImpl::forward(const at::Tensor& x, std::optional<
   }
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
   std::optional<TableSet> grown_tables = grown(*needed);
-  const TableSet& tables = grown_tables.has_value() ? *grown_tables : tables_;
+  // A copy (two handles): a commit from this thread meanwhile cannot change what the call uses.
+  const TableSet tables = grown_tables.has_value() ? *grown_tables : tables_;
   at::Tensor out = rotate(x, tables.cos_sin_cache, tables.inv_freq, tables.mscale, positions,
                           options.interleaved());
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
@@ -230,7 +237,8 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> YarnEmbeddingImpl::rotat
   }
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
   std::optional<TableSet> grown_tables = grown(*needed);
-  const TableSet& tables = grown_tables.has_value() ? *grown_tables : tables_;
+  // A copy (two handles): a commit from this thread meanwhile cannot change what the call uses.
+  const TableSet tables = grown_tables.has_value() ? *grown_tables : tables_;
   rotate_inplace(q, k, tables.cos_sin_cache, tables.inv_freq, tables.mscale, positions,
                  options.interleaved());
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
@@ -243,20 +251,19 @@ inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(
   // Built from the (possibly grown) tables and committed last: a call that throws changes nothing.
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
   std::optional<TableSet> grown_tables = grown(needed);
-  const TableSet& tables = grown_tables.has_value() ? *grown_tables : tables_;
-  const int64_t dim = 2 * tables.inv_freq.size(0);
-  const std::vector<int64_t> map = policy::cos_sin_columns(dim, options.interleaved());
-  const at::Tensor columns =
-      at::tensor(map, at::TensorOptions().dtype(at::kLong)).to(tables.cos_sin_cache.device());
-  // [needed, 2 * dim]: cos's columns, then sin's.
-  const at::Tensor both = tables.cos_sin_cache.narrow(0, 0, needed).index_select(1, columns);
-  // Each its own contiguous tensor, as the results have always been (a conversion copies anyway).
+  // A copy (two handles): a commit from this thread meanwhile cannot change what the call uses.
+  const TableSet tables = grown_tables.has_value() ? *grown_tables : tables_;
+  const int64_t dim = options.dim();
+  // The policy's column map: cos's columns, then sin's. Moved once after a device move.
+  if (cos_sin_index_.device() != tables.cos_sin_cache.device()) {
+    cos_sin_index_ = cos_sin_index_.to(tables.cos_sin_cache.device());
+  }
+  const at::Tensor rows = tables.cos_sin_cache.narrow(0, 0, needed);
+  // index_select makes each result a contiguous tensor of its own, as they have always been.
   auto finish = [&](int64_t first) {
-    const at::Tensor t = both.narrow(1, first, dim);
-    return t.unsqueeze(0)
-        .unsqueeze(0)
-        .to(device.value_or(t.device()), dtype.value_or(t.scalar_type()))
-        .contiguous();
+    const at::Tensor t = rows.index_select(1, cos_sin_index_.narrow(0, first, dim));
+    return t.unsqueeze(0).unsqueeze(0).to(device.value_or(t.device()),
+                                          dtype.value_or(t.scalar_type()));
   };
   std::pair<at::Tensor, at::Tensor> result{finish(0), finish(dim)};
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);
