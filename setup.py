@@ -35,7 +35,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import sys
+import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,6 +118,31 @@ def want_cuda() -> bool:
 
 
 CUDA = want_cuda()
+
+
+def local_version(cuda: bool) -> str:
+    """The variant a build is, as a local version label the way torch labels its own builds
+    (2.14.1+cu130): cuXYZ for the CUDA release of the torch the CUDA kernels were built against,
+    cpu without them. YARN_EXT_LOCAL_VERSION replaces it; set empty, it drops the label (a package
+    index such as PyPI takes no local versions).
+
+    Source distributions have no variant, and a build from one keeps the sdist's version unless
+    YARN_EXT_LOCAL_VERSION is set: pip requires what it builds from yarn_ext-0.1.0.tar.gz to be
+    0.1.0, label included."""
+    label = os.environ.get("YARN_EXT_LOCAL_VERSION")
+    if label is None:
+        from_sdist = "sdist" in sys.argv[1:] or (ROOT / "PKG-INFO").exists()
+        if from_sdist:
+            label = ""
+        else:
+            label = "cu" + "".join(torch.version.cuda.split(".")[:2]) if cuda else "cpu"
+    if label and not re.fullmatch(r"[a-z0-9]+(\.[a-z0-9]+)*", label):
+        raise RuntimeError(f"YARN_EXT_LOCAL_VERSION={label!r} is not a local version label")
+    return label
+
+
+LOCAL_VERSION = local_version(CUDA)
+FULL_VERSION = f"{VERSION}+{LOCAL_VERSION}" if LOCAL_VERSION else VERSION
 if CUDA:
     print(
         f"yarn_ext: CPU and CUDA kernels, {cpp_extension.CUDA_HOME}/bin/nvcc for "
@@ -231,8 +257,16 @@ def configure_file(template: Path, target: Path, values: dict[str, str]) -> None
             raise KeyError(f"{template}: no value for @{match.group(1)}@")
         return values[match.group(1)]
 
+    write_if_changed(target, re.sub(r"@(\w+)@", value, template.read_text()))
+
+
+def write_if_changed(target: Path, text: str) -> None:
+    """Writes `text` unless `target` holds it already: an unchanged file keeps its time, so that
+    what is compiled against it (the test hooks include version.h) is not rebuilt."""
+    if target.exists() and target.read_text() == text:
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(re.sub(r"@(\w+)@", value, template.read_text()))
+    target.write_text(text)
 
 
 def write_package_files(package_dir: Path, cuda: bool) -> None:
@@ -240,12 +274,19 @@ def write_package_files(package_dir: Path, cuda: bool) -> None:
     version.h and the CMake package (found through yarn_ext.cmake_prefix_path), and the record
     the package checks at import (_build_info.py)."""
     include = package_dir / INCLUDE_DIR
-    shutil.rmtree(include, ignore_errors=True)
-    for pattern in LIBRARY["public_headers"]:
-        for header in sorted((CSRC / "include").glob(pattern)):
-            target = include / header.relative_to(CSRC / "include")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(header, target)
+    headers = {
+        include / header.relative_to(CSRC / "include"): header
+        for pattern in LIBRARY["public_headers"]
+        for header in sorted((CSRC / "include").glob(pattern))
+    }
+    # Unchanged files are left alone (a rebuild of an unchanged tree compiles nothing); files
+    # no longer shipped go.
+    version_h = include / "yarn_ext" / "version.h"
+    for old in include.rglob("*") if include.exists() else []:
+        if old.is_file() and old not in headers and old != version_h:
+            old.unlink()
+    for target, header in headers.items():
+        write_if_changed(target, header.read_text())
     major, minor, patch = release(VERSION)
     values = {
         "PROJECT_VERSION": f"{major}.{minor}.{patch}",
@@ -267,15 +308,14 @@ def write_package_files(package_dir: Path, cuda: bool) -> None:
         "YARN_EXT_BUILD_TORCH_DIR": str(Path(torch.utils.cmake_prefix_path) / "Torch"),
         "YARN_EXT_BUILD_CUDA_ROOT": cpp_extension.CUDA_HOME or "",
     }
-    configure_file(
-        CSRC / "include" / "yarn_ext" / "version.h.in", include / "yarn_ext" / "version.h", values
-    )
+    configure_file(CSRC / "include" / "yarn_ext" / "version.h.in", version_h, values)
     for name in ("yarn_extConfig", "yarn_extConfigVersion", "yarn_extTargets"):
         configure_file(
             ROOT / "cmake" / f"{name}.cmake.in", package_dir / CMAKE_DIR / f"{name}.cmake", values
         )
     (package_dir / "_build_info.py").write_text(
-        f'"""Written by setup.py at build time."""\n\nTORCH_VERSION = "{torch.__version__}"\n'
+        f'"""Written by setup.py at build time."""\n\nVERSION = "{FULL_VERSION}"\n'
+        f'TORCH_VERSION = "{torch.__version__}"\n'
         f"TORCH_CUDA = {torch.version.cuda!r}  # torch.version.cuda of the build's torch\n"
         f"CUDA_KERNELS = {cuda}\n"
         f'MINIMUM_TORCH = "{LIBRARY["minimum_torch"]}"  # csrc/library.json\n'
@@ -327,19 +367,31 @@ class BuildExtension(cpp_extension.BuildExtension):
 
     def compile_isa_copies(self) -> list[str]:
         """csrc/cpu/vectorized/kernels.cpp once per instruction set, in parallel, with this
-        build's compiler (Python's flags, then library.json's)."""
+        build's compiler (Python's flags, then library.json's). A copy is compiled again only
+        when its flags or a file it includes changed (the compiler's dependency file says which),
+        as ninja decides for the other objects."""
         includes = include_dirs() + cpp_extension.include_paths()
         common = cxx_flags() + LIBRARY["isa_flags"]
 
         def compile_copy(copy: dict[str, object]) -> list[str]:
             name = str(copy["name"])
-            return self.compiler.compile(
+            output_dir = Path(self.build_temp) / "isa" / name
+            (obj,) = self.compiler.object_filenames([LIBRARY["isa_source"]], output_dir=output_dir)
+            macros = [("CPU_CAPABILITY", name), (f"CPU_CAPABILITY_{name}", None)]
+            flags = [*common, *copy["flags"]]  # type: ignore[misc]
+            command = json.dumps([self.compiler.compiler_so, macros, includes, flags])
+            record, depfile = Path(obj + ".cmd"), Path(obj + ".d")
+            if up_to_date(Path(obj), depfile, record, command):
+                return [obj]
+            objects = self.compiler.compile(
                 [LIBRARY["isa_source"]],
-                output_dir=str(Path(self.build_temp) / "isa" / name),
-                macros=[("CPU_CAPABILITY", name), (f"CPU_CAPABILITY_{name}", None)],
+                output_dir=str(output_dir),
+                macros=macros,  # type: ignore[arg-type]
                 include_dirs=includes,
-                extra_postargs=[*common, *copy["flags"]],  # type: ignore[misc]
+                extra_postargs=[*flags, "-MMD", "-MF", str(depfile)],
             )
+            record.write_text(command)
+            return objects
 
         with ThreadPoolExecutor(
             max_workers=int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
@@ -350,6 +402,14 @@ class BuildExtension(cpp_extension.BuildExtension):
 
     def run(self) -> None:
         self.in_place = bool(self.inplace or getattr(self, "editable_mode", False))
+        # Incremental builds: the objects stay in build/, where other builds keep them (an
+        # editable install would build in a fresh temporary folder each time), and ninja decides
+        # what to compile again from each object's flags and included files. force: setuptools'
+        # own test (a library older than its listed sources) misses headers, so it never skips a
+        # library; linking is cheap.
+        if getattr(self, "editable_mode", False):
+            self.build_temp = str(BUILD_TEMP)
+        self.force = True
         if self.in_place:
             # setuptools copies the libraries into the source tree, but does not make yarn_ext/lib
             # (ignored by git, so missing from a fresh clone).
@@ -359,6 +419,23 @@ class BuildExtension(cpp_extension.BuildExtension):
         write_package_files(package_dir, CUDA)
         if self.in_place:
             build_test_hooks(package_dir, Path(self.build_temp).resolve() / "test_hooks")
+
+
+def up_to_date(obj: Path, depfile: Path, record: Path, command: str) -> bool:
+    """Whether `obj` was compiled by `command` (as `record` holds it) from files none of which
+    changed since (the make-style dependency file the compiler wrote)."""
+    if not (obj.exists() and depfile.exists() and record.exists()):
+        return False
+    if record.read_text() != command:
+        return False
+    built = obj.stat().st_mtime
+    # "obj: dep dep \\\n dep ...": the dependencies, after the target (paths hold no spaces).
+    deps = depfile.read_text().replace("\\\n", " ").split(":", 1)[1].split()
+    return all(Path(dep).exists() and Path(dep).stat().st_mtime <= built for dep in deps)
+
+
+# Where builds keep their objects between runs: setuptools' own place for them.
+BUILD_TEMP = ROOT / "build" / f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
 
 
 def build_test_hooks(package_dir: Path, build_temp: Path) -> None:
@@ -390,6 +467,7 @@ def build_test_hooks(package_dir: Path, build_temp: Path) -> None:
     command = BuildExtension(dist)
     command.build_lib = str(TEST_HOOKS)
     command.build_temp = str(build_temp)
+    command.force = True  # ninja decides, as in BuildExtension.run
     command.ensure_finalized()
     # cpp_extension's run, not BuildExtension.run above: no package files, no recursion.
     cpp_extension.BuildExtension.run(command)
@@ -409,7 +487,7 @@ def extensions() -> list[Extension]:
 
 setup(
     name="yarn_ext",
-    version=VERSION,
+    version=FULL_VERSION,
     install_requires=[f"torch>={LIBRARY['minimum_torch']}"],
     packages=find_packages(include=["yarn_ext", "yarn_ext.*"]),
     ext_modules=extensions(),

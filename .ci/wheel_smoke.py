@@ -4,6 +4,7 @@ the self-check, and the C++ side that the wheel carries."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import runpy
 import sys
 from pathlib import Path
@@ -21,6 +22,11 @@ from yarn_ext import (
 
 print(f"yarn_ext {yarn_ext.__version__} from {Path(yarn_ext.__file__).parent}")
 assert "site-packages" in yarn_ext.__file__, "the wheel, not the source tree, must be imported"
+# The wheel's metadata names the variant built, as torch's do (0.1.0+cu130).
+assert importlib.metadata.version("yarn_ext") == yarn_ext.__version__
+assert yarn_ext.__version__.endswith("+cu" + "".join(torch.version.cuda.split(".")[:2])), (
+    yarn_ext.__version__
+)
 
 # The documentation's examples.
 yarn_embedding = YarnEmbedding(dim=256, max_position_embeddings=2048)

@@ -1,5 +1,7 @@
 #include "checks.h"
 
+#include "overlap.h"
+
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/macros.h>
 
@@ -12,115 +14,6 @@ namespace yarn_ext::detail {
 namespace {
 
 using torch::headeronly::ScalarType;
-
-// One dimension of the overlap equation: index digit in [lo, hi] times a positive stride.
-struct OverlapTerm {
-  int64_t stride;
-  int64_t lo;
-  int64_t hi;
-};
-
-enum class Overlap { kNo, kYes, kUnknown };
-
-int64_t floor_div(int64_t a, int64_t b) {
-  return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
-}
-int64_t ceil_div(int64_t a, int64_t b) {
-  return -floor_div(-a, b);
-}
-
-// Is there a digit vector with sum(digit * stride) == target? Terms are sorted by stride,
-// largest first; suffix_lo/hi[i] bound what terms i.. can contribute. Depth-first with pruning:
-// for views of one tensor (fused qkv slices) each level has at most a couple of candidates.
-Overlap solve(const OverlapTerm* terms, size_t count, const int64_t* suffix_lo,
-              const int64_t* suffix_hi, size_t i, int64_t target, int64_t& budget) {
-  if (i == count) return target == 0 ? Overlap::kYes : Overlap::kNo;
-  const OverlapTerm& t = terms[i];
-  const int64_t first = std::max(t.lo, ceil_div(target - suffix_hi[i + 1], t.stride));
-  const int64_t last = std::min(t.hi, floor_div(target - suffix_lo[i + 1], t.stride));
-  bool unknown = false;
-  for (int64_t digit = first; digit <= last; ++digit) {
-    if (--budget < 0) return Overlap::kUnknown;
-    const Overlap found =
-        solve(terms, count, suffix_lo, suffix_hi, i + 1, target - digit * t.stride, budget);
-    if (found == Overlap::kYes) return found;
-    unknown = unknown || found == Overlap::kUnknown;
-  }
-  return unknown ? Overlap::kUnknown : Overlap::kNo;
-}
-
-// The bytes [first, last] a view can touch.
-void byte_span(const void* data, const TensorMeta& t, intptr_t* first, intptr_t* last) {
-  const auto base = reinterpret_cast<intptr_t>(data);
-  const auto item = static_cast<intptr_t>(element_size(t.dtype));
-  intptr_t lo = 0, hi = 0;
-  for (int64_t d = 0; d < t.dim; ++d) {
-    const intptr_t reach = static_cast<intptr_t>(t.sizes[d] - 1) * t.strides[d] * item;
-    (reach < 0 ? lo : hi) += reach;
-  }
-  *first = base + lo;
-  *last = base + hi + item - 1;
-}
-
-// Whether two views of the same dtype share an element. Exact for views that are cheap to decide
-// (dense tensors, slices of one tensor such as fused qkv); views too irregular to decide quickly
-// count as disjoint, which is what ATen assumes for its own in-place ops. Views whose bytes do not
-// meet are disjoint; views that meet out of step with the element size share bytes.
-bool views_overlap(const void* a_data, const TensorMeta& a, const void* b_data,
-                   const TensorMeta& b) {
-  if (a.numel() == 0 || b.numel() == 0) return false;
-  intptr_t a_first, a_last, b_first, b_last;
-  byte_span(a_data, a, &a_first, &a_last);
-  byte_span(b_data, b, &b_first, &b_last);
-  if (a_last < b_first || b_last < a_first) return false;
-  const auto item = static_cast<intptr_t>(element_size(a.dtype));
-  const intptr_t distance = reinterpret_cast<intptr_t>(b_data) - reinterpret_cast<intptr_t>(a_data);
-  if (distance % item != 0) return true;
-  // a's element at index i lies at sum(i_d * sa_d); they meet where
-  // sum(i_d * sa_d) - sum(j_d * sb_d) == distance. Terms of equal stride merge: the sum of two
-  // digits covers every integer between the sums of their bounds.
-  // At most one term per dimension of a and b. On the stack for real tensors (views of a fused
-  // qkv take this path on every in-place call with k, and a decode step should not allocate);
-  // on the heap past 16 dimensions.
-  constexpr int64_t kLocal = 16;
-  OverlapTerm local_terms[kLocal];
-  int64_t local_bounds[2 * (kLocal + 1)];
-  std::vector<OverlapTerm> heap_terms;
-  std::vector<int64_t> heap_bounds;
-  OverlapTerm* terms = local_terms;
-  int64_t* bounds = local_bounds;
-  if (a.dim + b.dim > kLocal) {
-    heap_terms.resize(static_cast<size_t>(a.dim + b.dim));
-    heap_bounds.resize(static_cast<size_t>(2 * (a.dim + b.dim + 1)));
-    terms = heap_terms.data();
-    bounds = heap_bounds.data();
-  }
-  size_t count = 0;
-  auto add = [&](int64_t stride, int64_t size, bool negate) {
-    if (size == 1 || stride == 0) return;
-    const int64_t magnitude = stride < 0 ? -stride : stride;
-    const bool negative = negate != (stride < 0);
-    OverlapTerm* term = std::find_if(terms, terms + count,
-                                     [&](const OverlapTerm& t) { return t.stride == magnitude; });
-    if (term == terms + count) terms[count++] = OverlapTerm{magnitude, 0, 0};
-    (negative ? term->lo : term->hi) += size - 1;
-  };
-  for (int64_t d = 0; d < a.dim; ++d) add(a.strides[d], a.sizes[d], false);
-  for (int64_t d = 0; d < b.dim; ++d) add(b.strides[d], b.sizes[d], true);
-  std::sort(terms, terms + count,
-            [](const OverlapTerm& x, const OverlapTerm& y) { return x.stride > y.stride; });
-  int64_t* suffix_lo = bounds;
-  int64_t* suffix_hi = bounds + count + 1;
-  suffix_lo[count] = suffix_hi[count] = 0;
-  for (size_t i = count; i-- > 0;) {
-    // terms[i].lo holds a count of negative steps: make it the digit's lower bound.
-    terms[i].lo = -terms[i].lo;
-    suffix_lo[i] = suffix_lo[i + 1] + terms[i].lo * terms[i].stride;
-    suffix_hi[i] = suffix_hi[i + 1] + terms[i].hi * terms[i].stride;
-  }
-  int64_t budget = 100000;
-  return solve(terms, count, suffix_lo, suffix_hi, 0, distance / item, budget) == Overlap::kYes;
-}
 
 // The C shim's dtype and device codes, read once.
 struct Codes {
@@ -354,16 +247,31 @@ void check_inplace_pair(const char* op, const Tensor& q, const TensorMeta& q_met
 }
 
 void check_no_internal_overlap(const char* op, const char* name, const TensorMeta& t) {
-  bool overlap = false;
-  for (int64_t d = 0; d < t.dim; ++d) overlap = overlap || (t.sizes[d] > 1 && t.strides[d] == 0);
-  YARN_CHECK(!overlap, op, name,
+  const Overlap found = self_overlap(t);
+  YARN_CHECK(found != Overlap::kYes, op, name,
              " has overlapping elements (an expanded view?) and cannot be rotated in place");
+  YARN_CHECK(found != Overlap::kUnknown, op, "the layout of ", name,
+             " is too irregular to prove that its elements do not overlap, which rotating in "
+             "place needs (pass a contiguous copy)");
 }
 
-void check_disjoint(const char* op, const void* q_data, const TensorMeta& q, const void* k_data,
-                    const TensorMeta& k) {
-  YARN_CHECK(!views_overlap(q_data, q, k_data, k), op,
+void check_disjoint(const char* op, const MemoryView& q, const MemoryView& k) {
+  const Overlap found = views_overlap(q.data, *q.meta, k.data, *k.meta);
+  YARN_CHECK(found != Overlap::kYes, op,
              "q and k share memory; each shared element would be rotated twice");
+  YARN_CHECK(found != Overlap::kUnknown, op,
+             "q and k are views too irregular to prove that they do not share memory, which "
+             "rotating both in place needs (pass separate tensors)");
+}
+
+void check_not_read(const char* op, const MemoryView& written, const MemoryView& read) {
+  const Overlap found = views_overlap(written.data, *written.meta, read.data, *read.meta);
+  YARN_CHECK(found != Overlap::kYes, op, written.name, " shares memory with ", read.name,
+             ", which the rotation reads; rotating ", written.name,
+             " in place would change it mid-call (pass a copy)");
+  YARN_CHECK(found != Overlap::kUnknown, op, written.name, " and ", read.name,
+             " are views too irregular to prove that they do not share memory, which rotating ",
+             written.name, " in place needs (pass a copy)");
 }
 
 }  // namespace yarn_ext::detail

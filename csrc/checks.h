@@ -99,11 +99,21 @@ void check_positions(const char* op, const Tensor& positions, const TensorMeta& 
 void check_inplace_pair(const char* op, const Tensor& q, const TensorMeta& q_meta, const Tensor& k,
                         const TensorMeta& k_meta);
 
-// In-place rotation: a tensor must be writable without aliasing itself (`name` it is called).
+// In-place rotation: the memory checks (csrc/overlap.h decides; a view it cannot decide is
+// refused). A view as the checks name it.
+struct MemoryView {
+  const char* name;
+  const void* data;
+  const TensorMeta* meta;
+};
+
+// A tensor must be writable without aliasing itself (`name` it is called).
 void check_no_internal_overlap(const char* op, const char* name, const TensorMeta& t);
 
-// In-place rotation: q and k must not share an element.
-void check_disjoint(const char* op, const void* q_data, const TensorMeta& q, const void* k_data,
-                    const TensorMeta& k);
+// q and k must not share an element.
+void check_disjoint(const char* op, const MemoryView& q, const MemoryView& k);
+
+// A written tensor must not share a byte with a table the call reads.
+void check_not_read(const char* op, const MemoryView& written, const MemoryView& read);
 
 }  // namespace yarn_ext::detail

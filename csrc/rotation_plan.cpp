@@ -9,18 +9,25 @@ namespace {
 
 using torch::stable::Tensor;
 
-CosSinTables checked_tables(const char* op, const Tensor& cos_sin_cache, const Tensor& inv_freq,
-                            double mscale, TensorMeta* frequencies_meta) {
-  const TensorMeta cache = read_meta(cos_sin_cache);
-  const TensorMeta frequencies = read_meta(inv_freq);
-  *frequencies_meta = frequencies;
-  const int64_t half = check_tables(op, cos_sin_cache, cache, inv_freq, frequencies, mscale);
-  return {static_cast<const float*>(cos_sin_cache.const_data_ptr()),
-          cache.sizes[0],
-          static_cast<const double*>(inv_freq.const_data_ptr()),
-          half,
-          mscale,
-          /*inverse=*/false};
+// The tables a rotation reads, checked, with their metadata (the in-place rotation checks that
+// it writes none of them).
+struct Tables {
+  TensorMeta cache;
+  TensorMeta frequencies;
+  CosSinTables view;
+};
+
+Tables checked_tables(const char* op, const Tensor& cos_sin_cache, const Tensor& inv_freq,
+                      double mscale) {
+  Tables t{read_meta(cos_sin_cache), read_meta(inv_freq), {}};
+  const int64_t half = check_tables(op, cos_sin_cache, t.cache, inv_freq, t.frequencies, mscale);
+  t.view = {static_cast<const float*>(cos_sin_cache.const_data_ptr()),
+            t.cache.sizes[0],
+            static_cast<const double*>(inv_freq.const_data_ptr()),
+            half,
+            mscale,
+            /*inverse=*/false};
+  return t;
 }
 
 // The positions of a call, read once for q and k.
@@ -73,10 +80,10 @@ RotationTask task(const char* op, const char* name, const TensorMeta& meta, cons
 RotationTask plan_rotate(const char* op, const Tensor& x, const Tensor& cos_sin_cache,
                          const Tensor& inv_freq, double mscale,
                          const std::optional<Tensor>& positions, CosSinTables* tables) {
-  TensorMeta frequencies;
-  *tables = checked_tables(op, cos_sin_cache, inv_freq, mscale, &frequencies);
+  const Tables checked = checked_tables(op, cos_sin_cache, inv_freq, mscale);
+  *tables = checked.view;
   const TensorMeta meta = read_meta(x);
-  check_rotated(op, "x", x, meta, frequencies, tables->half);
+  check_rotated(op, "x", x, meta, checked.frequencies, tables->half);
   Tensor out = torch::stable::empty_like(x);
   const TensorMeta out_meta = read_meta(out);
   return task(op, "x", meta, x.const_data_ptr(), std::move(out), out_meta, false,
@@ -87,26 +94,38 @@ InplaceRotation plan_rotate_inplace(const char* op, const Tensor& q, const std::
                                     const Tensor& cos_sin_cache, const Tensor& inv_freq,
                                     double mscale, const std::optional<Tensor>& positions,
                                     CosSinTables* tables) {
-  TensorMeta frequencies;
-  *tables = checked_tables(op, cos_sin_cache, inv_freq, mscale, &frequencies);
+  const Tables checked = checked_tables(op, cos_sin_cache, inv_freq, mscale);
+  *tables = checked.view;
   const TensorMeta q_meta = read_meta(q);
-  check_rotated(op, "q", q, q_meta, frequencies, tables->half);
+  check_rotated(op, "q", q, q_meta, checked.frequencies, tables->half);
   TensorMeta k_meta{};
   if (k.has_value()) {
     k_meta = read_meta(*k);
-    check_rotated(op, "k", *k, k_meta, frequencies, tables->half);
+    check_rotated(op, "k", *k, k_meta, checked.frequencies, tables->half);
     check_inplace_pair(op, q, q_meta, *k, k_meta);
   }
-  const void* q_data = q.const_data_ptr();
-  const void* k_data = k.has_value() ? k->const_data_ptr() : nullptr;
+  const std::optional<Positions> p = read_positions(positions);
+  InplaceRotation plan{task(op, "q", q_meta, q.const_data_ptr(), q, q_meta, true, p), std::nullopt};
+  if (k.has_value()) plan.k = task(op, "k", k_meta, k->const_data_ptr(), *k, k_meta, true, p);
+  // Memory, last (its messages assume valid dtypes and shapes): each written element once, and
+  // nothing the call reads.
+  const MemoryView q_view{"q", plan.q.in, &q_meta};
+  const MemoryView k_view{"k", plan.k.has_value() ? plan.k->in : nullptr, &k_meta};
   check_no_internal_overlap(op, "q", q_meta);
   if (k.has_value()) {
     check_no_internal_overlap(op, "k", k_meta);
-    check_disjoint(op, q_data, q_meta, k_data, k_meta);
+    check_disjoint(op, q_view, k_view);
   }
-  const std::optional<Positions> p = read_positions(positions);
-  InplaceRotation plan{task(op, "q", q_meta, q_data, q, q_meta, true, p), std::nullopt};
-  if (k.has_value()) plan.k = task(op, "k", k_meta, k_data, *k, k_meta, true, p);
+  const MemoryView read[] = {
+      {"cos_sin_cache", cos_sin_cache.const_data_ptr(), &checked.cache},
+      {"inv_freq", inv_freq.const_data_ptr(), &checked.frequencies},
+      {"positions", p.has_value() ? p->data : nullptr, p.has_value() ? &p->meta : nullptr},
+  };
+  for (const MemoryView& table : read) {
+    if (table.meta == nullptr) continue;
+    check_not_read(op, q_view, table);
+    if (k.has_value()) check_not_read(op, k_view, table);
+  }
   return plan;
 }
 

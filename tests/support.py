@@ -50,6 +50,34 @@ def assert_matches_reference(
     assert error <= eps * magnitude, f"max |error| {error:.3e} > {eps * magnitude:.3e}"
 
 
+def assert_unchanged_after(fn, *tensors: torch.Tensor, error=Exception, match: str = "") -> None:
+    """fn raises `error` (message matching `match`) and leaves every one of `tensors` as it was."""
+    before = [t.clone() for t in tensors]
+    with pytest.raises(error, match=match):
+        fn()
+    for old, new in zip(before, tensors, strict=True):
+        assert torch.equal(old, new), "a failed in-place call changed its input"
+
+
+def undecidable_self_view(storage: torch.Tensor) -> torch.Tensor:
+    """A view of `storage` (30000 elements or more) with head size 2 and 12 row dimensions of
+    size 2 whose strides (a Conway-Guy set) have distinct subset sums: its elements never
+    overlap, but proving it takes more search than csrc/overlap.cpp allows."""
+    strides = (1690, 1975, 2123, 2200, 2240, 2260, 2271, 2277, 2280, 2282, 2283, 2284, 1120)
+    return storage.as_strided((2,) * 13, strides)
+
+
+def undecidable_pair(storage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views of `storage` (310000 elements or more), head size 2 and 10 row dimensions of
+    size 3. Each is laid out like a slice of a dense tensor, all strides are even and the second
+    starts one element later, so they never meet; proving it takes more search than
+    csrc/overlap.cpp allows."""
+    q = (100588, 33530, 11176, 3724, 1242, 414, 138, 46, 16, 4, 2)
+    k = (90332, 30112, 10038, 3346, 1114, 372, 124, 40, 14, 4, 2)
+    sizes = (3,) * 10 + (2,)
+    return storage.as_strided(sizes, q), storage.as_strided(sizes, k, 1)
+
+
 # The one marker for tests that need a GPU: they skip cleanly where there is none (conftest.py),
 # and `pytest -m cuda` selects all of them (benchmarks/gpu_check.sh).
 requires_cuda = pytest.mark.cuda

@@ -9,7 +9,7 @@ import torch
 import yarn_ext
 from yarn_ext import YarnEmbedding, ops, reference
 
-from .support import randn
+from .support import assert_unchanged_after, randn
 
 
 @pytest.mark.parametrize(
@@ -101,14 +101,6 @@ def rope() -> YarnEmbedding:
 def test_bad_forward_inputs(rope, x, positions, error, name) -> None:
     with pytest.raises(error, match=name):
         rope(x, positions=positions)
-
-
-def assert_unchanged_after(fn, *tensors: torch.Tensor, error=Exception, match: str = "") -> None:
-    before = [t.clone() for t in tensors]
-    with pytest.raises(error, match=match):
-        fn()
-    for old, new in zip(before, tensors, strict=True):
-        assert torch.equal(old, new), "a failed in-place call changed its input"
 
 
 def test_failed_in_place_calls_change_nothing(rope) -> None:

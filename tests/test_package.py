@@ -19,9 +19,18 @@ from .support import randn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_version_matches_the_source_of_truth() -> None:
+def test_version_is_the_release_and_the_variant_built() -> None:
+    """0.1.0+cu130 for a build with CUDA kernels against a CUDA 13.0 torch, 0.1.0+cpu without:
+    the release from yarn_ext/_version.py, the label from what the build recorded."""
+    from yarn_ext import _build_info
+
     text = (ROOT / "yarn_ext" / "_version.py").read_text()
-    assert yarn_ext.__version__ == re.search(r'"([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    release = re.search(r'"([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    if _build_info.CUDA_KERNELS:
+        label = "cu" + "".join(_build_info.TORCH_CUDA.split(".")[:2])
+    else:
+        label = "cpu"
+    assert yarn_ext.__version__ == f"{release}+{label}"
 
 
 def test_cmake_prefix_path_holds_the_cmake_package_headers_and_library() -> None:

@@ -15,7 +15,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import yarn_ext
 
 from . import support
-from .support import randn
+from .support import randn, undecidable_pair, undecidable_self_view
 
 HALF = 8  # rotary dim 16
 
@@ -71,6 +71,11 @@ def cache_build(inv_freq, num_positions=4, mscale=1.0):
 _c, _f = tables()
 _x = randn(4, 2, 16)
 _fused = randn(4, 6, 48)
+_q = randn(4, 2, 16)
+_side_by_side = randn(4, 2, 17)
+_storage = randn(320_000)
+_f2 = yarn_ext.yarn_inv_freq(2)
+_c2 = yarn_ext.ops.build_cos_sin_cache(_f2, 8, 1.0)
 BAD: dict[str, Callable[[], tuple[str, tuple]]] = {
     "inv_freq dtype": rotate(_x, inv_freq=_f.float()),
     "inv_freq 2-D": rotate(_x, inv_freq=_f[None]),
@@ -102,6 +107,15 @@ BAD: dict[str, Callable[[], tuple[str, tuple]]] = {
     "q is k": inplace(_x, _x),
     "q and k overlap": inplace(_fused[..., 0:32], _fused[..., 16:48]),
     "q and k same heads": inplace(_fused[:, :2, :16], _fused[:, 1:3, :16]),
+    "q rows repeat": inplace(randn(64).as_strided((4, 2, 16), (1, 20, 1)), None),
+    "q views the cache": inplace(_c[:4, None], None, cache=_c, inv_freq=_f),
+    "k views inv_freq": inplace(
+        randn(1, 1, 16), _f.view(torch.float32).view(1, 1, 16), cache=_c, inv_freq=_f
+    ),
+    "positions alias q": inplace(_q, None, positions=_q.view(torch.int32)[:, :, 0]),
+    "positions alias k": inplace(randn(4, 2, 16), _q, positions=_q.view(torch.int64)[:, :, 0]),
+    "q undecidable": inplace(undecidable_self_view(_storage), None, cache=_c2, inv_freq=_f2),
+    "q and k undecidable": inplace(*undecidable_pair(_storage), cache=_c2, inv_freq=_f2),
     "positions against k": inplace(
         randn(4, 2, 16), randn(4, 3, 5, 16), positions=torch.arange(4)[:, None]
     ),
@@ -121,6 +135,10 @@ GOOD: dict[str, Callable[[], tuple[str, tuple]]] = {
     "in place q k": inplace(randn(4, 2, 16), randn(4, 1, 16), positions=torch.arange(4)[:, None]),
     "in place fused": inplace(_fused[..., :16], _fused[..., 16:32]),
     "in place interleaved heads": inplace(_fused[:, 0::2, :16], _fused[:, 1::2, :16]),
+    "in place positions beside q": inplace(
+        _side_by_side[..., :16], None, positions=_side_by_side.view(torch.int32)[:, :1, 16]
+    ),
+    "in place rows not nested": inplace(randn(200).as_strided((3, 3, 16), (32, 48, 1)), None),
     "cache": cache_build(_f),
 }
 

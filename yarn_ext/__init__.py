@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from yarn_ext._loader import load
-from yarn_ext._version import __version__
+from yarn_ext._loader import __version__, load
 
 # First: checks the torch release, then loads _C and the operator libraries.
 _native = load()

@@ -14,17 +14,20 @@ from types import ModuleType
 
 import torch
 
-from yarn_ext._version import __version__
+from yarn_ext import _version
 
 _LIB_DIR = Path(__file__).resolve().parent / "lib"
 
-try:  # what setup.py recorded: the build's torch, whether it has CUDA kernels
+try:  # what setup.py recorded: the version, the build's torch, whether it has CUDA kernels
     from yarn_ext import _build_info
 except ImportError:
     raise ImportError(
-        f"yarn_ext {__version__} is not built: yarn_ext/_build_info.py is missing "
+        f"yarn_ext {_version.__version__} is not built: yarn_ext/_build_info.py is missing "
         "(pip install --no-build-isolation .)"
     ) from None
+
+# The release and the variant built, as torch gives its own: 0.1.0+cu130, 0.1.0+cpu.
+__version__: str = _build_info.VERSION
 
 
 def _release(version: str) -> tuple[int, int]:

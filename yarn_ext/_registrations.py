@@ -80,14 +80,21 @@ def _rotate_inplace_fake(
         v.check_rotated(op, "k", k, inv_freq, half)
     v.check_inplace_pair(op, q, k)
     concrete = all(v.concrete(t) for t in (q, k, positions) if t is not None)
-    if concrete:
-        v.check_inplace_memory(op, q, k)
     for name, t in (("q", q), ("k", k)):
         if t is None:
             continue
         strides = v.position_strides(op, positions, t, name)
         if concrete:
             v.check_row_layout(op, name, t, t.stride(), strides)
+    # The memory checks come last, as in the kernels. Like the layout checks they need concrete
+    # sizes and strides; with symbolic ones the kernel still runs them on every call.
+    if concrete and v.concrete(cos_sin_cache) and v.concrete(inv_freq):
+        tables = (
+            ("cos_sin_cache", cos_sin_cache),
+            ("inv_freq", inv_freq),
+            ("positions", positions),
+        )
+        v.check_inplace_memory(op, q, k, tables)
 
 
 # -- autograd ----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from yarn_ext._overlap import Overlap, self_overlap, views_overlap
+
 # Must equal kMaxRowDims (csrc/include/yarn_ext/core/strided_rows.h).
 MAX_ROW_DIMS = 12
 
@@ -199,61 +201,67 @@ def check_inplace_pair(op: str, q: Tensor, k: Tensor | None) -> None:
         )
 
 
-def _has_internal_overlap(t: Tensor) -> bool:
-    """As csrc/checks.cpp decides it: a dimension of size > 1 with stride 0."""
-    return any(size > 1 and stride == 0 for size, stride in zip(t.shape, t.stride(), strict=True))
-
-
-def _views_overlap(a: Tensor, b: Tensor) -> bool:
-    """Whether two views of one storage share an element (csrc/checks.cpp, views_overlap)."""
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    if a.untyped_storage()._cdata != b.untyped_storage()._cdata:
-        return False
-    terms: dict[int, list[int]] = {}  # stride -> [negative steps, positive steps]
-    for t, negate in ((a, False), (b, True)):
-        for size, stride in zip(t.shape, t.stride(), strict=True):
-            if size == 1 or stride == 0:
-                continue
-            term = terms.setdefault(abs(stride), [0, 0])
-            term[1 if negate == (stride < 0) else 0] += size - 1
-    ordered = sorted(((s, -lo, hi) for s, (lo, hi) in terms.items()), reverse=True)
-    suffix_lo, suffix_hi = [0] * (len(ordered) + 1), [0] * (len(ordered) + 1)
-    for i in range(len(ordered) - 1, -1, -1):
-        stride, lo, hi = ordered[i]
-        suffix_lo[i] = suffix_lo[i + 1] + lo * stride
-        suffix_hi[i] = suffix_hi[i + 1] + hi * stride
-    budget = [100000]
-
-    def solve(i: int, target: int) -> bool | None:
-        if i == len(ordered):
-            return target == 0
-        stride, lo, hi = ordered[i]
-        first = max(lo, -((suffix_hi[i + 1] - target) // stride))
-        last = min(hi, (target - suffix_lo[i + 1]) // stride)
-        unknown = False
-        for digit in range(first, last + 1):
-            budget[0] -= 1
-            if budget[0] < 0:
-                return None
-            found = solve(i + 1, target - digit * stride)
-            if found:
-                return True
-            unknown = unknown or found is None
-        return None if unknown else False
-
-    return bool(solve(0, b.storage_offset() - a.storage_offset()))
-
-
-def check_inplace_memory(op: str, q: Tensor, k: Tensor | None) -> None:
-    if _has_internal_overlap(q):
-        _fail(op, "q has overlapping elements (an expanded view?) and cannot be rotated in place")
-    if k is None:
-        return
-    if _has_internal_overlap(k):
-        _fail(op, "k has overlapping elements (an expanded view?) and cannot be rotated in place")
-    if _views_overlap(q, k):
-        _fail(op, "q and k share memory; each shared element would be rotated twice")
+def check_inplace_memory(
+    op: str,
+    q: Tensor,
+    k: Tensor | None,
+    tables: Sequence[tuple[str, Tensor | None]],
+) -> None:
+    """Each written element once, and nothing the call reads (csrc/checks.cpp, the in-place
+    memory checks; `tables` are cos_sin_cache, inv_freq and positions, by name)."""
+    written = [("q", q)] if k is None else [("q", q), ("k", k)]
+    for name, t in written:
+        found = self_overlap(t)
+        if found is Overlap.YES:
+            _fail(
+                op,
+                name,
+                " has overlapping elements (an expanded view?) and cannot be rotated in place",
+            )
+        if found is Overlap.UNKNOWN:
+            _fail(
+                op,
+                "the layout of ",
+                name,
+                " is too irregular to prove that its elements do not overlap, which rotating in "
+                "place needs (pass a contiguous copy)",
+            )
+        if name == "k":
+            found = views_overlap(q, t)
+            if found is Overlap.YES:
+                _fail(op, "q and k share memory; each shared element would be rotated twice")
+            if found is Overlap.UNKNOWN:
+                _fail(
+                    op,
+                    "q and k are views too irregular to prove that they do not share memory, "
+                    "which rotating both in place needs (pass separate tensors)",
+                )
+    for table_name, table in tables:
+        if table is None:
+            continue
+        for name, t in written:
+            found = views_overlap(t, table)
+            if found is Overlap.YES:
+                _fail(
+                    op,
+                    name,
+                    " shares memory with ",
+                    table_name,
+                    ", which the rotation reads; rotating ",
+                    name,
+                    " in place would change it mid-call (pass a copy)",
+                )
+            if found is Overlap.UNKNOWN:
+                _fail(
+                    op,
+                    name,
+                    " and ",
+                    table_name,
+                    " are views too irregular to prove that they do not share memory, which "
+                    "rotating ",
+                    name,
+                    " in place needs (pass a copy)",
+                )
 
 
 def check_row_layout(

@@ -54,6 +54,16 @@ class _Tables(NamedTuple):
     cos_sin_cache: Tensor
     scale: float
     mscale: float
+    # Real tensors made from meta ones (Module.to_empty): allocated, never written. Meta tables
+    # hold no values at all and are not this: they serve meta inputs (shapes only).
+    uninitialized: bool = False
+
+
+def _refuse_uninitialized() -> None:
+    raise RuntimeError(
+        "YarnEmbedding: the tables hold uninitialized memory: the module was materialized from "
+        "the meta device (to_empty) and not initialized since; call reset_parameters() first"
+    )
 
 
 class YarnEmbedding(nn.Module):
@@ -77,6 +87,11 @@ class YarnEmbedding(nn.Module):
         inv_freq: float64 [dim / 2]. mscale: float, multiplies cos and sin.
         max_seq_len_cached: positions in the cache. cos_sin_cache: float32 [positions, dim],
             mscale * cos in columns [0, dim/2) and mscale * sin in [dim/2, dim).
+
+    Meta device: built under `with torch.device("meta")` (or device="meta") the tables are meta
+    tensors and cost nothing. After `to_empty(device=...)` they are allocated but hold no values,
+    and every call raises until `reset_parameters()` builds them (the torchtitan / FSDP2 recipe:
+    meta, to_empty, then reset_parameters() on each module that has it).
 
     A call that needs more positions than are cached (seq_len > max_seq_len_cached) recomputes
     YaRN with scale seq_len / original_max_position_embeddings and rebuilds the cache (dynamic
@@ -139,14 +154,9 @@ class YarnEmbedding(nn.Module):
 
         config = self._config()
         _C.check_config(config)
+        # device=None: torch's default device, which `with torch.device(...)` sets.
         self._commit(self._build(_C.initial_tables(config), device))
-        # Made once, where the tables are: cos_sin copies nothing from the host (no stream
-        # synchronization per call on CUDA).
-        self._cos_sin_index = torch.tensor(
-            _C.cos_sin_columns(self.dim, self.interleaved),
-            dtype=torch.int64,
-            device=self.inv_freq.device,
-        )
+        self._cos_sin_index = self._columns(self.inv_freq.device)
 
     @classmethod
     def from_hf_config(
@@ -226,6 +236,26 @@ class YarnEmbedding(nn.Module):
         )
         return None if plan is None else self._build(plan, t.inv_freq.device)
 
+    def _columns(self, device: torch.device) -> Tensor:
+        """The policy's cos_sin column map (cos's columns, then sin's) on `device`: made once per
+        device, so that cos_sin copies nothing from the host (no stream synchronization per call
+        on CUDA). Made from the policy, not moved: a meta copy has no values to move."""
+        columns = getattr(self, "_cos_sin_index", None)
+        if columns is None or columns.device != device:
+            columns = torch.tensor(
+                _C.cos_sin_columns(self.dim, self.interleaved), dtype=torch.int64, device=device
+            )
+        return columns
+
+    def reset_parameters(self) -> None:
+        """Rebuilds the tables as constructed (not as grown: the same tables a module built now
+        or loaded from a state_dict holds), on the device they are on. For meta-device
+        initialization: after `to_empty` the tables hold no values until this is called."""
+        with self._growth:
+            device = self._current.inv_freq.device
+            self._commit(self._build(_C.initial_tables(self._config()), device))
+            self._cos_sin_index = self._columns(device)
+
     def _commit(self, tables: _Tables) -> None:
         self.register_buffer("inv_freq", tables.inv_freq, persistent=False)
         self.register_buffer("cos_sin_cache", tables.cos_sin_cache, persistent=False)
@@ -246,10 +276,12 @@ class YarnEmbedding(nn.Module):
         [B, S] for [B, S, D], [B, 1, S] for [B, H, S, D], [B, S, 1] for [B, S, H, D]); without
         it row s along dim -2 gets position s and seq_len defaults to S. Differentiable with
         respect to x."""
+        t = self._current
+        if t.uninitialized:
+            _refuse_uninitialized()
         needed = _needed_length(seq_len, positions, x)
         if needed is not None and needed > self.max_seq_len_cached:
             return self._forward_growing(needed, x, positions)
-        t = self._current
         return ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
 
     def rotate_(
@@ -264,13 +296,15 @@ class YarnEmbedding(nn.Module):
         may differ in head count and be non-contiguous views (slices of a fused qkv tensor).
         Same position rules as forward; a call that raises has changed nothing. For inference:
         where q or k requires grad this raises (use forward)."""
+        t = self._current
+        if t.uninitialized:
+            _refuse_uninitialized()
         # With positions and no seq_len (a decode step) nothing can grow: straight to the kernel.
         if positions is None or seq_len is not None:
             needed = _needed_length(seq_len, positions, q, k)
             if needed is not None and needed > self.max_seq_len_cached:
                 self._rotate_growing(needed, q, k, positions)
                 return q, k
-        t = self._current
         ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
         return q, k
 
@@ -314,6 +348,8 @@ class YarnEmbedding(nn.Module):
         """(cos, sin), each [1, 1, seq_len, dim] and scaled by mscale: what Zeta's forward
         returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
         each frequency repeated twice in a row when interleaved."""
+        if self._current.uninitialized:
+            _refuse_uninitialized()
         needed = _needed_length(seq_len, None)
         assert needed is not None  # a seq_len always gives one
         # Built from the (possibly grown) tables and committed last: a call that raises (say a
@@ -326,10 +362,7 @@ class YarnEmbedding(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         grown = self._grown_tables(seq_len) if seq_len > self.max_seq_len_cached else None
         table = (self._current if grown is None else grown).cos_sin_cache
-        # The policy's column map: cos's columns, then sin's. Moved once after a device move.
-        columns = self._cos_sin_index
-        if columns.device != table.device:
-            columns = self._cos_sin_index = columns.to(table.device)
+        columns = self._cos_sin_index = self._columns(table.device)
         rows = table[:seq_len]
         # index_select makes each result a contiguous tensor of its own, as they have always been.
         cos, sin = (
@@ -346,6 +379,8 @@ class YarnEmbedding(nn.Module):
         # .to(dtype), .half(), .bfloat16() must not lower the precision of the tables (the
         # float64 inv_freq, the float32 cache): follow device moves, keep the dtypes.
         # Under the lock: a growth committing meanwhile would leave tables on the old device.
+        # A meta tensor has no values, so a real one made from it (to_empty: the only function
+        # that can make one) holds whatever memory it got: calls refuse until reset_parameters.
         with self._growth:
             before = dict(self._buffers)
             super()._apply(fn, recurse)
@@ -353,8 +388,14 @@ class YarnEmbedding(nn.Module):
                 new = self._buffers.get(name)
                 if old is not None and new is not None and new.dtype != old.dtype:
                     self._buffers[name] = old.to(device=new.device)
+            t = self._current
+            inv_freq = self._buffers["inv_freq"]
             self._current = _Tables(
-                self._buffers["inv_freq"], self._buffers["cos_sin_cache"], self.scale, self.mscale
+                inv_freq,
+                self._buffers["cos_sin_cache"],
+                self.scale,
+                self.mscale,
+                t.uninitialized or (t.inv_freq.is_meta and not inv_freq.is_meta),
             )
         return self
 

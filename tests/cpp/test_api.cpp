@@ -150,6 +150,47 @@ void test_errors() {
         "integer x named");
 }
 
+void test_tables_never_built() {
+  // A moved-from module holds no tables: every call refuses, and reset_parameters() builds the
+  // tables as constructed (equal to a fresh module's) on the options' device.
+  auto options = yarn_ext::YarnEmbeddingOptions(32).max_position_embeddings(16).finetuned(true);
+  yarn_ext::YarnEmbedding rope(options);
+  yarn_ext::YarnEmbedding fresh(options);
+  rope->forward(torch::randn({1, 40, 32}));  // grows: reset_parameters() must undo this
+  yarn_ext::YarnEmbeddingImpl taken = std::move(*rope);
+  check(taken.max_seq_len_cached() == 40, "the moved-to module has the grown tables");
+  const at::Tensor x = torch::randn({1, 8, 32});
+  const std::string refused = "holds no tables";
+  check(throws<std::runtime_error>([&] { rope->forward(x); }, refused), "forward refuses");
+  at::Tensor q = x.clone();
+  check(throws<std::runtime_error>([&] { rope->rotate_(q); }, refused), "rotate_ refuses");
+  check(torch::equal(q, x), "a refused rotate_ changes nothing");
+  check(throws<std::runtime_error>([&] { rope->cos_sin(4); }, refused), "cos_sin refuses");
+  check(throws<std::runtime_error>([&] { rope->to(torch::kCPU); }, refused), "to refuses");
+  rope->reset_parameters();
+  check(torch::equal(rope->cos_sin_cache(), fresh->cos_sin_cache()) &&
+            torch::equal(rope->inv_freq(), fresh->inv_freq()) && rope->mscale() == fresh->mscale(),
+        "reset_parameters builds the tables as constructed");
+  check(torch::equal(rope->forward(x), fresh->forward(x)), "the reset module rotates");
+  taken.reset_parameters();
+  check(taken.max_seq_len_cached() == 16, "reset_parameters drops the growth");
+}
+
+void test_in_place_aliasing() {
+  // q viewing the module's own cache: refused, nothing written.
+  yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(32).max_position_embeddings(16));
+  const at::Tensor cache = rope->cos_sin_cache();
+  const at::Tensor before = cache.clone();
+  check(throws<std::invalid_argument>(
+            [&] {
+              rope->rotate_(cache.narrow(0, 0, 4).unsqueeze(1), std::nullopt,
+                            torch::arange(4).unsqueeze(1));
+            },
+            "q shares memory with cos_sin_cache"),
+        "q viewing the cache is refused");
+  check(torch::equal(cache, before), "the refused call changed nothing");
+}
+
 void test_threads() {
   // Eight threads share one module and grow it while they call it. Static YaRN at scale 4 over a
   // 16-position original, lengths up to 63: growth only extends the cache, so every result must
@@ -207,6 +248,8 @@ int main() {
   test_growth_and_precision();
   test_autograd_in_cpp();
   test_errors();
+  test_tables_never_built();
+  test_in_place_aliasing();
   test_threads();
   std::printf("yarn_ext %s C++ tests: %s\n", YARN_EXT_VERSION, failures == 0 ? "passed" : "FAILED");
   return failures == 0 ? 0 : 1;

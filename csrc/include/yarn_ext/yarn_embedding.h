@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -91,6 +92,11 @@ class YarnEmbeddingImpl : public torch::nn::Module {
   double mscale() const { return current().mscale; }
   int64_t max_seq_len_cached() const { return current().cos_sin_cache.size(0); }
 
+  // Rebuilds the tables as constructed (not as grown), on the device they are on (or the
+  // options' device for a module that holds none: one moved from). Calls on a module without
+  // tables throw instead of reading them.
+  void reset_parameters();
+
   // Device moves move the tables; dtype conversions keep their precision (float64 / float32).
   void to(c10::Device device, bool non_blocking = false) override;
   void to(c10::ScalarType dtype, bool non_blocking = false) override;
@@ -115,15 +121,18 @@ class YarnEmbeddingImpl : public torch::nn::Module {
   // Under the lock: the grown tables a call needing `needed` positions uses, to commit once its
   // kernel succeeded (the policy's protocol, table_policy.h); nothing when the current ones serve.
   std::optional<TableSet> grown(int64_t needed) const;
+  // A snapshot of the tables, refused (std::runtime_error) where there are none.
   TableSet current() const;
+  const TableSet& checked(const TableSet& tables) const;
+  // The policy's cos_sin column map on `device`, made there once (under lock_).
+  const at::Tensor& columns(c10::Device device);
 
   // Thread safety: calls from several threads are safe. Each call takes one snapshot of the
   // tables; growth holds the module's own lock (a thread that finds the module grown meanwhile
   // uses the new tables), and a commit replaces the whole set at once, so a call sees one state
   // or the next, never a mix.
   TableSet tables_;
-  // The policy's cos_sin column map, made once and moved with the tables' device (under lock_).
-  at::Tensor cos_sin_index_;
+  at::Tensor cos_sin_index_;  // columns()' map, on the device of the last cos_sin call
   mutable detail::ModuleLock lock_;
 };
 
@@ -156,9 +165,16 @@ inline YarnEmbeddingImpl::YarnEmbeddingImpl(YarnEmbeddingOptions options_)
   policy::check_config(config);
   tables_ = build(policy::initial_tables(config), options.device());
   // Made once, where the tables are: cos_sin copies nothing from the host.
-  cos_sin_index_ = at::tensor(policy::cos_sin_columns(options.dim(), options.interleaved()),
-                              at::TensorOptions().dtype(at::kLong))
-                       .to(tables_.cos_sin_cache.device());
+  columns(tables_.cos_sin_cache.device());
+}
+
+inline void YarnEmbeddingImpl::reset_parameters() {
+  const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
+  const std::optional<c10::Device> device =
+      tables_.inv_freq.defined() ? std::optional<c10::Device>(tables_.inv_freq.device())
+                                 : options.device();
+  tables_ = build(policy::initial_tables(config()), device);
+  columns(tables_.cos_sin_cache.device());
 }
 
 inline policy::ModuleConfig YarnEmbeddingImpl::config() const {
@@ -196,7 +212,29 @@ inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::build(
 
 inline YarnEmbeddingImpl::TableSet YarnEmbeddingImpl::current() const {
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
-  return tables_;
+  return checked(tables_);
+}
+
+inline const YarnEmbeddingImpl::TableSet& YarnEmbeddingImpl::checked(const TableSet& tables) const {
+  // The one state LibTorch can leave a module in without tables is a moved-from one (it has no
+  // to_empty, and a move out of the meta device throws): refuse it rather than pass undefined
+  // tensors to the kernels.
+  if (!tables.inv_freq.defined() || !tables.cos_sin_cache.defined()) {
+    throw std::runtime_error(
+        "YarnEmbedding: this module holds no tables (it was moved from); call "
+        "reset_parameters() to build them");
+  }
+  return tables;
+}
+
+inline const at::Tensor& YarnEmbeddingImpl::columns(c10::Device device) {
+  // Made from the policy, not moved: a map on the meta device has no values to move.
+  if (!cos_sin_index_.defined() || cos_sin_index_.device() != device) {
+    cos_sin_index_ = at::tensor(policy::cos_sin_columns(options.dim(), options.interleaved()),
+                                at::TensorOptions().dtype(at::kLong))
+                         .to(device);
+  }
+  return cos_sin_index_;
 }
 
 inline std::optional<YarnEmbeddingImpl::TableSet> YarnEmbeddingImpl::grown(int64_t needed) const {
@@ -250,18 +288,16 @@ inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(
   const int64_t needed = *policy::needed_length(seq_len, /*has_positions=*/false, nullptr, 0);
   // Built from the (possibly grown) tables and committed last: a call that throws changes nothing.
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
+  checked(tables_);
   std::optional<TableSet> grown_tables = grown(needed);
   // A copy (two handles): a commit from this thread meanwhile cannot change what the call uses.
   const TableSet tables = grown_tables.has_value() ? *grown_tables : tables_;
   const int64_t dim = options.dim();
-  // The policy's column map: cos's columns, then sin's. Moved once after a device move.
-  if (cos_sin_index_.device() != tables.cos_sin_cache.device()) {
-    cos_sin_index_ = cos_sin_index_.to(tables.cos_sin_cache.device());
-  }
+  const at::Tensor& index = columns(tables.cos_sin_cache.device());
   const at::Tensor rows = tables.cos_sin_cache.narrow(0, 0, needed);
   // index_select makes each result a contiguous tensor of its own, as they have always been.
   auto finish = [&](int64_t first) {
-    const at::Tensor t = rows.index_select(1, cos_sin_index_.narrow(0, first, dim));
+    const at::Tensor t = rows.index_select(1, index.narrow(0, first, dim));
     return t.unsqueeze(0).unsqueeze(0).to(device.value_or(t.device()),
                                           dtype.value_or(t.scalar_type()));
   };
@@ -273,6 +309,7 @@ inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(
 inline void YarnEmbeddingImpl::to(c10::Device device, bool non_blocking) {
   // Both moved before either is replaced: a failed move leaves the tables together.
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
+  checked(tables_);
   at::Tensor inv_freq = tables_.inv_freq.to(device, /*non_blocking=*/non_blocking);
   at::Tensor cache = tables_.cos_sin_cache.to(device, /*non_blocking=*/non_blocking);
   tables_.inv_freq = std::move(inv_freq);
@@ -289,11 +326,15 @@ inline void YarnEmbeddingImpl::to(c10::Device device, c10::ScalarType /*dtype*/,
 }
 
 inline void YarnEmbeddingImpl::pretty_print(std::ostream& stream) const {
-  const TableSet tables = current();
-  stream << "yarn_ext::YarnEmbedding(dim=" << options.dim() << ", base=" << options.base()
-         << ", scale=" << tables.scale << ", mscale=" << tables.mscale
-         << ", max_seq_len_cached=" << tables.cos_sin_cache.size(0)
-         << ", interleaved=" << (options.interleaved() ? "true" : "false") << ")";
+  const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
+  stream << "yarn_ext::YarnEmbedding(dim=" << options.dim() << ", base=" << options.base();
+  if (tables_.cos_sin_cache.defined()) {
+    stream << ", scale=" << tables_.scale << ", mscale=" << tables_.mscale
+           << ", max_seq_len_cached=" << tables_.cos_sin_cache.size(0);
+  } else {
+    stream << ", no tables";
+  }
+  stream << ", interleaved=" << (options.interleaved() ? "true" : "false") << ")";
 }
 
 }  // namespace yarn_ext
