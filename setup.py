@@ -127,8 +127,8 @@ def local_version(cuda: bool) -> str:
     index such as PyPI takes no local versions).
 
     Source distributions have no variant, and a build from one keeps the sdist's version unless
-    YARN_EXT_LOCAL_VERSION is set: pip requires what it builds from yarn_ext-0.1.0.tar.gz to be
-    0.1.0, label included."""
+    YARN_EXT_LOCAL_VERSION is set: pip refuses what it builds from yarn_ext-0.1.0.tar.gz found on
+    an index or through --find-links if it is not 0.1.0, label included."""
     label = os.environ.get("YARN_EXT_LOCAL_VERSION")
     if label is None:
         from_sdist = "sdist" in sys.argv[1:] or (ROOT / "PKG-INFO").exists()

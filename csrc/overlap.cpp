@@ -108,6 +108,7 @@ void byte_span(const void* data, const TensorMeta& t, int64_t item, intptr_t* fi
                intptr_t* last) {
   intptr_t lo = 0, hi = 0;
   for (int64_t d = 0; d < t.dim; ++d) {
+    if (t.sizes[d] <= 1) continue;  // any stride (as_strided), and no reach
     const intptr_t reach = static_cast<intptr_t>(t.sizes[d] - 1) * t.strides[d] * item;
     (reach < 0 ? lo : hi) += reach;
   }
@@ -131,9 +132,15 @@ Overlap views_overlap(const void* a_data, const TensorMeta& a, const void* b_dat
   // likewise for b. They share a byte where
   //   sum(i_d * a_stride_d) - sum(j_d * b_stride_d) + (u - v) == b_data - a_data,
   // with strides in bytes, u in [0, a_item) and v in [0, b_item): exact for any two dtypes.
+  // Size-1 dimensions add nothing, and may carry any stride (as_strided): they are skipped before
+  // their stride is scaled. The others' reach lies inside their storage, so nothing overflows.
   Equation equation(a.dim + b.dim + 1);
-  for (int64_t d = 0; d < a.dim; ++d) equation.add(a.strides[d] * a_item, 0, a.sizes[d] - 1);
-  for (int64_t d = 0; d < b.dim; ++d) equation.add(b.strides[d] * b_item, 1 - b.sizes[d], 0);
+  for (int64_t d = 0; d < a.dim; ++d) {
+    if (a.sizes[d] > 1) equation.add(a.strides[d] * a_item, 0, a.sizes[d] - 1);
+  }
+  for (int64_t d = 0; d < b.dim; ++d) {
+    if (b.sizes[d] > 1) equation.add(b.strides[d] * b_item, 1 - b.sizes[d], 0);
+  }
   equation.add(1, 1 - b_item, a_item - 1);
   int64_t budget = kSearchBudget;
   return equation.solve(reinterpret_cast<intptr_t>(b_data) - reinterpret_cast<intptr_t>(a_data),

@@ -117,8 +117,8 @@ InplaceRotation plan_rotate_inplace(const char* op, const Tensor& q, const std::
     check_disjoint(op, q_view, k_view);
   }
   const MemoryView read[] = {
-      {"cos_sin_cache", cos_sin_cache.const_data_ptr(), &checked.cache},
-      {"inv_freq", inv_freq.const_data_ptr(), &checked.frequencies},
+      {"cos_sin_cache", checked.view.cache, &checked.cache},
+      {"inv_freq", checked.view.frequencies, &checked.frequencies},
       {"positions", p.has_value() ? p->data : nullptr, p.has_value() ? &p->meta : nullptr},
   };
   for (const MemoryView& table : read) {

@@ -89,6 +89,18 @@ def test_views_side_by_side_in_one_storage_are_fine() -> None:
     rotate_inplace(qk[:, 0::2], qk[:, 1::2], cache, inv_freq, torch.arange(4)[:, None])
     assert (qk.double() - want).abs().max() < 1e-5
 
+    # q and k as alternate halves of 16-element rows, each with a size-1 dimension of stride
+    # 2^62 (as_strided allows any stride there: it must not enter the overlap arithmetic)
+    base = randn(64)
+    q = base.as_strided((4, 1, 8), (16, 2**62, 1))
+    k = base.as_strided((4, 1, 8), (16, 2**62, 1), 8)
+    small_cache, small_freq = tables(dim=8)
+    want_q = reference.rotate(q, small_freq, 1.0)
+    want_k = reference.rotate(k, small_freq, 1.0)
+    rotate_inplace(q, k, small_cache, small_freq)
+    assert (q.double() - want_q).abs().max() < 1e-5
+    assert (k.double() - want_k).abs().max() < 1e-5
+
     # rows at offsets 32 i + 48 j (i, j < 3): not a nested layout, yet all nine rows differ
     flat = randn(200)
     q = flat.as_strided((3, 3, 16), (32, 48, 1))

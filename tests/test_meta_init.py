@@ -94,6 +94,20 @@ def test_materialized_tables_are_refused_until_reset() -> None:
         assert torch.equal(a, b)
 
 
+def test_to_empty_of_a_built_module_is_refused_too() -> None:
+    rope = YarnEmbedding(**CONFIG)
+    rope.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match="uninitialized memory"):
+        rope(randn(1, 8, 16))
+    # to the meta device and back: still refused; a plain device move keeps built tables usable
+    rope.to("meta").to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match="uninitialized memory"):
+        rope(randn(1, 8, 16))
+    rope.reset_parameters()
+    rope.to("cpu")
+    assert torch.equal(rope(randn(1, 8, 16)), YarnEmbedding(**CONFIG)(randn(1, 8, 16)))
+
+
 def test_reset_parameters_returns_to_the_constructed_tables() -> None:
     """Documented choice: as constructed, not as grown (what a state_dict load gives too)."""
     rope, fresh = YarnEmbedding(**CONFIG), YarnEmbedding(**CONFIG)

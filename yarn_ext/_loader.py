@@ -27,7 +27,12 @@ except ImportError:
     ) from None
 
 # The release and the variant built, as torch gives its own: 0.1.0+cu130, 0.1.0+cpu.
-__version__: str = _build_info.VERSION
+__version__: str = getattr(_build_info, "VERSION", "")
+if not __version__:
+    raise ImportError(
+        f"yarn_ext {_version.__version__}: yarn_ext/_build_info.py is from an older build "
+        "(pip install --no-build-isolation . again)"
+    )
 
 
 def _release(version: str) -> tuple[int, int]:

@@ -99,9 +99,11 @@ def views_overlap(a: Tensor, b: Tensor) -> Overlap:
     a_item, b_item = a.element_size(), b.element_size()
     equation = _Equation()
     for size, stride in zip(a.shape, a.stride(), strict=True):
-        equation.add(stride * a_item, 0, size - 1)
+        if size > 1:
+            equation.add(stride * a_item, 0, size - 1)
     for size, stride in zip(b.shape, b.stride(), strict=True):
-        equation.add(stride * b_item, 1 - size, 0)
+        if size > 1:
+            equation.add(stride * b_item, 1 - size, 0)
     equation.add(1, 1 - b_item, a_item - 1)
     distance = b.storage_offset() * b_item - a.storage_offset() * a_item
     return equation.solve(distance, [SEARCH_BUDGET])

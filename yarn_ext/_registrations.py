@@ -87,13 +87,18 @@ def _rotate_inplace_fake(
         if concrete:
             v.check_row_layout(op, name, t, t.stride(), strides)
     # The memory checks come last, as in the kernels. Like the layout checks they need concrete
-    # sizes and strides; with symbolic ones the kernel still runs them on every call.
-    if concrete and v.concrete(cos_sin_cache) and v.concrete(inv_freq):
-        tables = (
-            ("cos_sin_cache", cos_sin_cache),
-            ("inv_freq", inv_freq),
-            ("positions", positions),
-        )
+    # sizes and strides: each runs where its tensors have them (a symbolic cache length skips
+    # only the cache's check); the kernel runs them all on every call.
+    if all(v.concrete(t) for t in (q, k) if t is not None):
+        tables = [
+            (name, t)
+            for name, t in (
+                ("cos_sin_cache", cos_sin_cache),
+                ("inv_freq", inv_freq),
+                ("positions", positions),
+            )
+            if t is not None and v.concrete(t)
+        ]
         v.check_inplace_memory(op, q, k, tables)
 
 

@@ -54,8 +54,8 @@ class _Tables(NamedTuple):
     cos_sin_cache: Tensor
     scale: float
     mscale: float
-    # Real tensors made from meta ones (Module.to_empty): allocated, never written. Meta tables
-    # hold no values at all and are not this: they serve meta inputs (shapes only).
+    # Allocated by Module.to_empty, never written (see YarnEmbedding._apply). Meta tables hold
+    # no values at all and are not this: they serve meta inputs (shapes only).
     uninitialized: bool = False
 
 
@@ -276,12 +276,14 @@ class YarnEmbedding(nn.Module):
         [B, S] for [B, S, D], [B, 1, S] for [B, H, S, D], [B, S, 1] for [B, S, H, D]); without
         it row s along dim -2 gets position s and seq_len defaults to S. Differentiable with
         respect to x."""
-        t = self._current
-        if t.uninitialized:
+        if self._current.uninitialized:
             _refuse_uninitialized()
         needed = _needed_length(seq_len, positions, x)
         if needed is not None and needed > self.max_seq_len_cached:
             return self._forward_growing(needed, x, positions)
+        # Read after the length: a commit sets _current before max_seq_len_cached, so a call that
+        # saw the grown length sees the grown tables.
+        t = self._current
         return ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
 
     def rotate_(
@@ -296,8 +298,7 @@ class YarnEmbedding(nn.Module):
         may differ in head count and be non-contiguous views (slices of a fused qkv tensor).
         Same position rules as forward; a call that raises has changed nothing. For inference:
         where q or k requires grad this raises (use forward)."""
-        t = self._current
-        if t.uninitialized:
+        if self._current.uninitialized:
             _refuse_uninitialized()
         # With positions and no seq_len (a decode step) nothing can grow: straight to the kernel.
         if positions is None or seq_len is not None:
@@ -305,6 +306,7 @@ class YarnEmbedding(nn.Module):
             if needed is not None and needed > self.max_seq_len_cached:
                 self._rotate_growing(needed, q, k, positions)
                 return q, k
+        t = self._current  # after the length, as in forward
         ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
         return q, k
 
@@ -379,8 +381,12 @@ class YarnEmbedding(nn.Module):
         # .to(dtype), .half(), .bfloat16() must not lower the precision of the tables (the
         # float64 inv_freq, the float32 cache): follow device moves, keep the dtypes.
         # Under the lock: a growth committing meanwhile would leave tables on the old device.
-        # A meta tensor has no values, so a real one made from it (to_empty: the only function
-        # that can make one) holds whatever memory it got: calls refuse until reset_parameters.
+        # Tables that hold no values: real ones made from meta tensors (to_empty is the only
+        # function that can make them), or made by to_empty from real ones (recognised by its
+        # function's name; a torch that renamed it leaves the meta rule, which is torchtitan's
+        # and FSDP2's case). Calls refuse them until reset_parameters. Meta tables are shapes
+        # only and serve meta inputs.
+        empties = getattr(fn, "__qualname__", "") == "Module.to_empty.<locals>.<lambda>"
         with self._growth:
             before = dict(self._buffers)
             super()._apply(fn, recurse)
@@ -395,7 +401,7 @@ class YarnEmbedding(nn.Module):
                 self._buffers["cos_sin_cache"],
                 self.scale,
                 self.mscale,
-                t.uninitialized or (t.inv_freq.is_meta and not inv_freq.is_meta),
+                not inv_freq.is_meta and (t.uninitialized or t.inv_freq.is_meta or empties),
             )
         return self
 
