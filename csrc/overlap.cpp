@@ -57,8 +57,10 @@ class Equation {
   // Is there a solution? Depth-first over the terms, largest stride first; what the remaining
   // terms can add bounds each digit, which leaves a couple of candidates per level for real views.
   Overlap solve(int64_t target, int64_t& budget) {
-    std::stable_sort(terms_, terms_ + count_,
-                     [](const Term& x, const Term& y) { return x.stride > y.stride; });
+    // (The strides are distinct - add() merges equal ones, set()'s callers keep them apart - so
+    // the order is the one Python's sort gives. std::sort: stable_sort may allocate.)
+    std::sort(terms_, terms_ + count_,
+              [](const Term& x, const Term& y) { return x.stride > y.stride; });
     suffix_lo_ = bounds_;
     suffix_hi_ = bounds_ + count_ + 1;
     suffix_lo_[count_] = suffix_hi_[count_] = 0;
@@ -103,30 +105,34 @@ class Equation {
   size_t count_ = 0;
 };
 
-// The bytes [first, last] a view can touch.
-void byte_span(const void* data, const TensorMeta& t, int64_t item, intptr_t* first,
+// The bytes [first, last] a view can touch; false for an empty view, which touches none.
+bool byte_span(const void* data, const TensorMeta& t, int64_t item, intptr_t* first,
                intptr_t* last) {
   intptr_t lo = 0, hi = 0;
   for (int64_t d = 0; d < t.dim; ++d) {
-    if (t.sizes[d] <= 1) continue;  // any stride (as_strided), and no reach
+    if (t.sizes[d] == 0) return false;
+    if (t.sizes[d] == 1) continue;  // any stride (as_strided), and no reach
     const intptr_t reach = static_cast<intptr_t>(t.sizes[d] - 1) * t.strides[d] * item;
     (reach < 0 ? lo : hi) += reach;
   }
   *first = reinterpret_cast<intptr_t>(data) + lo;
   *last = reinterpret_cast<intptr_t>(data) + hi + item - 1;
+  return true;
 }
 
 }  // namespace
 
 Overlap views_overlap(const void* a_data, const TensorMeta& a, const void* b_data,
                       const TensorMeta& b) {
-  if (a.numel() == 0 || b.numel() == 0) return Overlap::kNo;
   const int64_t a_item = element_size(a.dtype);
   const int64_t b_item = element_size(b.dtype);
   if (a_item == 0 || b_item == 0) return Overlap::kUnknown;  // a dtype the checks never let by
+  // Most questions end here (tables and q/k are separate allocations): one pass over each shape.
   intptr_t a_first, a_last, b_first, b_last;
-  byte_span(a_data, a, a_item, &a_first, &a_last);
-  byte_span(b_data, b, b_item, &b_first, &b_last);
+  if (!byte_span(a_data, a, a_item, &a_first, &a_last) ||
+      !byte_span(b_data, b, b_item, &b_first, &b_last)) {
+    return Overlap::kNo;  // an empty view
+  }
   if (a_last < b_first || b_last < a_first) return Overlap::kNo;
   // a's element at index i covers the bytes a_data + sum(i_d * a_stride_d) + [0, a_item), and
   // likewise for b. They share a byte where
@@ -162,7 +168,8 @@ Overlap self_overlap(const TensorMeta& t) {
     if (t.sizes[d] > 1) dims[count++] = d;
   }
   const auto stride = [&](int64_t d) { return t.strides[d] < 0 ? -t.strides[d] : t.strides[d]; };
-  std::stable_sort(dims, dims + count, [&](int64_t x, int64_t y) { return stride(x) < stride(y); });
+  // (Equal strides are answered below whatever their order; std::sort does not allocate.)
+  std::sort(dims, dims + count, [&](int64_t x, int64_t y) { return stride(x) < stride(y); });
   // Two index vectors meet where their difference e (e_d in [-(size_d - 1), size_d - 1], not all
   // zero) has sum(e_d * stride_d) == 0. A zero stride, or two equal ones, give such an e at once.
   // Where each stride passes everything the smaller ones reach, no e exists: every view made by
