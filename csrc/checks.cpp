@@ -210,28 +210,42 @@ void check_rotated(const char* op, const char* name, const Tensor& x, const Tens
 }
 
 void check_positions(const char* op, const Tensor& positions, const TensorMeta& p,
-                     const TensorMeta& x, const char* x_name, int64_t* strides) {
+                     const TensorMeta& x, const char* x_name, int64_t* strides,
+                     MropeLayout* mrope) {
   YARN_CHECK(p.dtype == Dtype::kInt64 || p.dtype == Dtype::kInt32, op,
              "positions must be an int32 or int64 tensor, got ", dtype_name(positions));
   YARN_CHECK(p.same_device(x), op, "positions is on ", device_text(p), " but ", x_name, " is on ",
              device_text(x));
   const int64_t rows = x.dim - 1;
-  bool broadcasts = p.dim <= rows;
-  for (int64_t i = 1; broadcasts && i <= p.dim; ++i) {
+  auto row_shape = [&] {
+    std::string text = "[";
+    for (int64_t d = 0; d < rows; ++d) text += (d > 0 ? ", " : "") + std::to_string(x.sizes[d]);
+    return text + "]";
+  };
+  // MRoPE positions: the components lead, the rest is laid out as plain positions are.
+  const int64_t lead_dims = p.dim == rows + 1 ? 1 : 0;
+  if (lead_dims == 1) {
+    YARN_CHECK(mrope != nullptr, op, "positions of shape ", shape_text(p),
+               " has one more dimension than ", x_name, ".shape[:-1] = ", row_shape(),
+               ": MRoPE positions (t, h, w first), but the call has no mrope_section");
+    YARN_CHECK(p.sizes[0] == kMropeComponents, op, "MRoPE positions of shape ", shape_text(p),
+               " must have 3 components in their first dimension (one per mrope_section entry)");
+    mrope->component_stride = p.strides[0];
+  }
+  const int64_t dims = p.dim - lead_dims;
+  bool broadcasts = dims <= rows;
+  for (int64_t i = 1; broadcasts && i <= dims; ++i) {
     broadcasts = p.size(-i) == 1 || p.size(-i) == x.size(rows - i);
   }
   if (!broadcasts) {
-    std::string row_shape = "[";
-    for (int64_t d = 0; d < rows; ++d) {
-      row_shape += (d > 0 ? ", " : "") + std::to_string(x.sizes[d]);
-    }
     fail(op, "positions of shape ", shape_text(p), " does not broadcast against ", x_name,
-         ".shape[:-1] = ", row_shape + "]",
+         ".shape[:-1] = ", row_shape(),
          " (for a [tokens, heads, head_dim] layout pass positions[:, None])");
   }
-  const int64_t lead = rows - p.dim;
+  const int64_t lead = rows - dims;
   for (int64_t d = 0; d < rows; ++d) {
-    strides[d] = d < lead || p.sizes[d - lead] == 1 ? 0 : p.strides[d - lead];
+    const int64_t i = d - lead + lead_dims;
+    strides[d] = d < lead || p.sizes[i] == 1 ? 0 : p.strides[i];
   }
 }
 

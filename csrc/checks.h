@@ -14,6 +14,9 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "yarn_ext/core/mrope.h"
 
 namespace yarn_ext::detail {
 
@@ -91,9 +94,11 @@ void check_rotated(const char* op, const char* name, const Tensor& x, const Tens
                    const TensorMeta& inv_freq, int64_t half);
 
 // Validates positions against x; its strides broadcast to x.shape[:-1] (0 along broadcast
-// dimensions) go to `strides` (x.dim - 1 of them).
+// dimensions) go to `strides` (x.dim - 1 of them). Positions with one more dimension than
+// x.shape[:-1] are MRoPE positions, the t, h and w components along the first: accepted when
+// `mrope` is given (their component stride goes to mrope->component_stride), an error otherwise.
 void check_positions(const char* op, const Tensor& positions, const TensorMeta& meta,
-                     const TensorMeta& x, const char* x_name, int64_t* strides);
+                     const TensorMeta& x, const char* x_name, int64_t* strides, MropeLayout* mrope);
 
 // In-place rotation: q and k must agree on device, dtype and head size.
 void check_inplace_pair(const char* op, const Tensor& q, const TensorMeta& q_meta, const Tensor& k,

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "yarn_ext/mrope_section.h"
+
 namespace yarn_ext::detail {
 namespace {
 
@@ -18,7 +20,7 @@ struct Tables {
 };
 
 Tables checked_tables(const char* op, const Tensor& cos_sin_cache, const Tensor& inv_freq,
-                      double mscale) {
+                      double mscale, const MropeSection& mrope) {
   Tables t{read_meta(cos_sin_cache), read_meta(inv_freq), {}};
   const int64_t half = check_tables(op, cos_sin_cache, t.cache, inv_freq, t.frequencies, mscale);
   t.view = {static_cast<const float*>(cos_sin_cache.const_data_ptr()),
@@ -26,7 +28,11 @@ Tables checked_tables(const char* op, const Tensor& cos_sin_cache, const Tensor&
             static_cast<const double*>(inv_freq.const_data_ptr()),
             half,
             mscale,
-            /*inverse=*/false};
+            /*inverse=*/false,
+            /*mrope=*/{}};
+  if (mrope.sections.has_value()) {
+    t.view.mrope = helper_math::check_mrope_section(op, *mrope.sections, mrope.interleaved, half);
+  }
   return t;
 }
 
@@ -45,7 +51,7 @@ std::optional<Positions> read_positions(const std::optional<Tensor>& positions) 
 // Checks the positions against `t` and lays out the rotation of `t` (data `in`) into `out`.
 RotationTask task(const char* op, const char* name, const TensorMeta& meta, const void* in,
                   Tensor out, const TensorMeta& out_meta, bool in_place,
-                  const std::optional<Positions>& positions) {
+                  const std::optional<Positions>& positions, MropeLayout* mrope) {
   // The positions' strides along t's rows: on the stack for any real tensor, on the heap for a
   // tensor of more than 16 dimensions (size-1 ones, say).
   int64_t local[16];
@@ -57,7 +63,8 @@ RotationTask task(const char* op, const char* name, const TensorMeta& meta, cons
       heap.resize(static_cast<size_t>(meta.dim - 1));
       strides = heap.data();
     }
-    check_positions(op, positions->tensor, positions->meta, meta, name, strides);
+    check_positions(op, positions->tensor, positions->meta, meta, name, strides,
+                    mrope->enabled ? mrope : nullptr);
   }
   RotationTask task;
   task.rows = rotation_rows(op, name, meta, out_meta, strides);
@@ -79,22 +86,23 @@ RotationTask task(const char* op, const char* name, const TensorMeta& meta, cons
 
 RotationTask plan_rotate(const char* op, const Tensor& x, const Tensor& cos_sin_cache,
                          const Tensor& inv_freq, double mscale,
-                         const std::optional<Tensor>& positions, CosSinTables* tables) {
-  const Tables checked = checked_tables(op, cos_sin_cache, inv_freq, mscale);
+                         const std::optional<Tensor>& positions, const MropeSection& mrope,
+                         CosSinTables* tables) {
+  const Tables checked = checked_tables(op, cos_sin_cache, inv_freq, mscale, mrope);
   *tables = checked.view;
   const TensorMeta meta = read_meta(x);
   check_rotated(op, "x", x, meta, checked.frequencies, tables->half);
   Tensor out = torch::stable::empty_like(x);
   const TensorMeta out_meta = read_meta(out);
   return task(op, "x", meta, x.const_data_ptr(), std::move(out), out_meta, false,
-              read_positions(positions));
+              read_positions(positions), &tables->mrope);
 }
 
 InplaceRotation plan_rotate_inplace(const char* op, const Tensor& q, const std::optional<Tensor>& k,
                                     const Tensor& cos_sin_cache, const Tensor& inv_freq,
                                     double mscale, const std::optional<Tensor>& positions,
-                                    CosSinTables* tables) {
-  const Tables checked = checked_tables(op, cos_sin_cache, inv_freq, mscale);
+                                    const MropeSection& mrope, CosSinTables* tables) {
+  const Tables checked = checked_tables(op, cos_sin_cache, inv_freq, mscale, mrope);
   *tables = checked.view;
   const TensorMeta q_meta = read_meta(q);
   check_rotated(op, "q", q, q_meta, checked.frequencies, tables->half);
@@ -105,8 +113,11 @@ InplaceRotation plan_rotate_inplace(const char* op, const Tensor& q, const std::
     check_inplace_pair(op, q, q_meta, *k, k_meta);
   }
   const std::optional<Positions> p = read_positions(positions);
-  InplaceRotation plan{task(op, "q", q_meta, q.const_data_ptr(), q, q_meta, true, p), std::nullopt};
-  if (k.has_value()) plan.k = task(op, "k", k_meta, k->const_data_ptr(), *k, k_meta, true, p);
+  InplaceRotation plan{
+      task(op, "q", q_meta, q.const_data_ptr(), q, q_meta, true, p, &tables->mrope), std::nullopt};
+  if (k.has_value()) {
+    plan.k = task(op, "k", k_meta, k->const_data_ptr(), *k, k_meta, true, p, &tables->mrope);
+  }
   // Memory, last (its messages assume valid dtypes and shapes): each written element once, and
   // nothing the call reads.
   const MemoryView q_view{"q", plan.q.in, &q_meta};

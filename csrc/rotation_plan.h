@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "checks.h"
 #include "tensor_rows.h"
@@ -33,12 +34,18 @@ struct RotationTask {
   int64_t element_size() const { return detail::element_size(dtype); }
 };
 
+// An operator's MRoPE arguments: the sections (absent: plain RoPE) and their style.
+struct MropeSection {
+  const std::optional<std::vector<int64_t>>& sections;
+  bool interleaved;
+};
+
 // yarn_ext::rotate: validates, allocates the output (empty_like(x)), builds the layout.
 RotationTask plan_rotate(const char* op, const torch::stable::Tensor& x,
                          const torch::stable::Tensor& cos_sin_cache,
                          const torch::stable::Tensor& inv_freq, double mscale,
                          const std::optional<torch::stable::Tensor>& positions,
-                         CosSinTables* tables);
+                         const MropeSection& mrope, CosSinTables* tables);
 
 struct InplaceRotation {
   RotationTask q;
@@ -51,6 +58,6 @@ InplaceRotation plan_rotate_inplace(const char* op, const torch::stable::Tensor&
                                     const torch::stable::Tensor& cos_sin_cache,
                                     const torch::stable::Tensor& inv_freq, double mscale,
                                     const std::optional<torch::stable::Tensor>& positions,
-                                    CosSinTables* tables);
+                                    const MropeSection& mrope, CosSinTables* tables);
 
 }  // namespace yarn_ext::detail

@@ -75,11 +75,22 @@ def emulate_cuda_rotate(
     interleaved: bool,
     inverse: bool = False,
     sm_count: int = 132,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """yarn_ext.rotate as the CUDA kernels would compute it (`sm_count` stands for the GPU's
     multiprocessors); returns the output and the launches the CUDA launcher would make."""
     out, launches = _testing_ops().emulate_cuda_rotate(
-        x, cache, inv_freq, mscale, positions, interleaved, inverse, sm_count
+        x,
+        cache,
+        inv_freq,
+        mscale,
+        positions,
+        interleaved,
+        inverse,
+        sm_count,
+        mrope_section,
+        mrope_interleaved,
     )
     return out, [_launch(row) for row in launches.tolist()]
 
@@ -93,10 +104,21 @@ def emulate_cuda_rotate_inplace(
     positions: torch.Tensor | None,
     interleaved: bool,
     sm_count: int = 132,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> list[dict[str, Any]]:
     """yarn_ext.rotate_inplace as the CUDA kernels would compute it; returns the launches."""
     launches = _testing_ops().emulate_cuda_rotate_inplace(
-        q, k, cache, inv_freq, mscale, positions, interleaved, sm_count
+        q,
+        k,
+        cache,
+        inv_freq,
+        mscale,
+        positions,
+        interleaved,
+        sm_count,
+        mrope_section,
+        mrope_interleaved,
     )
     return [_launch(row) for row in launches.tolist()]
 

@@ -255,7 +255,6 @@ def test_rope_scaling_wins_and_numpy_numbers_are_numbers() -> None:
             ValueError,
             "rope_scaling.original_max_position_embeddings",
         ),
-        ({"rope_scaling": None}, ValueError, "rope_scaling"),
         ({"rope_theta": "1e6"}, TypeError, "rope_theta"),
         ({"head_dim": 12.5}, ValueError, "head_dim"),
         ({"max_position_embeddings": -1}, ValueError, "max_position_embeddings"),

@@ -71,6 +71,9 @@ def test_the_policys_plans() -> None:
             attention_factor=None,
             truncate=True,
             interleaved=False,
+            mrope_section=None,
+            mrope_interleaved=False,
+            softmax_scale_factor=1.0,
         )
         options.update(kwargs)
         return _C.ModuleConfig(**options)

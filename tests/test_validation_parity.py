@@ -32,7 +32,9 @@ def unmergeable() -> torch.Tensor:
     return randn(*[3] * 13, 16)[(slice(0, 2),) * 13]
 
 
-def rotate(x, cache=None, inv_freq=None, mscale=1.0, positions=None):
+def rotate(
+    x, cache=None, inv_freq=None, mscale=1.0, positions=None, mrope=None, mrope_interleaved=False
+):
     c, f = tables()
     return lambda: (
         "rotate",
@@ -44,11 +46,15 @@ def rotate(x, cache=None, inv_freq=None, mscale=1.0, positions=None):
             positions,
             False,
             False,
+            mrope,
+            mrope_interleaved,
         ),
     )
 
 
-def inplace(q, k, cache=None, inv_freq=None, mscale=1.0, positions=None):
+def inplace(
+    q, k, cache=None, inv_freq=None, mscale=1.0, positions=None, mrope=None, mrope_interleaved=False
+):
     c, f = tables()
     return lambda: (
         "rotate_inplace",
@@ -60,8 +66,15 @@ def inplace(q, k, cache=None, inv_freq=None, mscale=1.0, positions=None):
             mscale,
             positions,
             False,
+            mrope,
+            mrope_interleaved,
         ),
     )
+
+
+def thw(*shape: int) -> torch.Tensor:
+    """MRoPE positions: t, h and w components that differ."""
+    return torch.randint(-4, 40, (3, *shape), generator=torch.Generator().manual_seed(3))
 
 
 def cache_build(inv_freq, num_positions=4, mscale=1.0):
@@ -122,10 +135,35 @@ BAD: dict[str, Callable[[], tuple[str, tuple]]] = {
     "k layout": inplace(randn(4, 2, 16), unmergeable(), positions=torch.tensor(5)),
     "cache inv_freq dtype": cache_build(_f.float()),
     "cache num_positions": cache_build(_f, num_positions=-1),
+    "mrope section count": rotate(_x, positions=thw(4, 1), mrope=[4, 4]),
+    "mrope section sum": rotate(_x, mrope=[2, 2, 2]),
+    "mrope section negative": rotate(_x, mrope=[-1, 5, 4]),
+    "mrope interleaved fit": rotate(_x, mrope=[0, 5, 3], mrope_interleaved=True),
+    "mrope positions on plain call": rotate(_x, positions=thw(4, 1)),
+    "mrope components": rotate(_x, positions=thw(4, 1)[:2], mrope=[2, 3, 3]),
+    "mrope positions shape": rotate(_x, positions=thw(5, 1), mrope=[2, 3, 3]),
+    "mrope positions dtype": rotate(_x, positions=thw(4, 1).float(), mrope=[2, 3, 3]),
+    "mrope in place positions on plain call": inplace(randn(4, 2, 16), None, positions=thw(4, 1)),
+    "mrope in place k": inplace(
+        randn(4, 2, 16), randn(5, 1, 16), positions=thw(4, 1), mrope=[2, 3, 3]
+    ),
     "cache mscale": cache_build(_f, mscale=float("nan")),
 }
 
 GOOD: dict[str, Callable[[], tuple[str, tuple]]] = {
+    "mrope positions": rotate(_x, positions=thw(4, 1), mrope=[2, 3, 3]),
+    "mrope plain positions": rotate(
+        _x, positions=torch.arange(4)[:, None], mrope=[3, 3, 2], mrope_interleaved=True
+    ),
+    "mrope implicit positions": rotate(_x, mrope=[8, 0, 0]),
+    "mrope broadcast components": rotate(_x, positions=thw(1, 1).expand(3, 4, 1), mrope=[2, 3, 3]),
+    "mrope in place": inplace(
+        randn(4, 2, 16),
+        randn(4, 1, 16),
+        positions=thw(4, 1),
+        mrope=[3, 3, 2],
+        mrope_interleaved=True,
+    ),
     "plain": rotate(_x),
     "positions": rotate(_x, positions=torch.arange(4)[:, None]),
     "int32 positions": rotate(_x, positions=torch.arange(2, dtype=torch.int32)),

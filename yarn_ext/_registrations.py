@@ -52,11 +52,14 @@ def _rotate_fake(
     positions: Tensor | None = None,
     interleaved: bool = False,
     inverse: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> Tensor:
     op = _OP_NAME[_ROTATE]
     half = v.check_tables(op, cos_sin_cache, inv_freq, mscale)
+    v.check_mrope_section(op, mrope_section, mrope_interleaved, half)
     v.check_rotated(op, "x", x, inv_freq, half)
-    strides = v.position_strides(op, positions, x, "x")
+    strides = v.position_strides(op, positions, x, "x", mrope_section is not None)
     out = torch.empty_like(x)
     if v.concrete(x) and (positions is None or v.concrete(positions)):
         v.check_row_layout(op, "x", x, out.stride(), strides)
@@ -72,9 +75,12 @@ def _rotate_inplace_fake(
     mscale: float,
     positions: Tensor | None = None,
     interleaved: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> None:
     op = _OP_NAME[_ROTATE_INPLACE]
     half = v.check_tables(op, cos_sin_cache, inv_freq, mscale)
+    v.check_mrope_section(op, mrope_section, mrope_interleaved, half)
     v.check_rotated(op, "q", q, inv_freq, half)
     if k is not None:
         v.check_rotated(op, "k", k, inv_freq, half)
@@ -83,7 +89,7 @@ def _rotate_inplace_fake(
     for name, t in (("q", q), ("k", k)):
         if t is None:
             continue
-        strides = v.position_strides(op, positions, t, name)
+        strides = v.position_strides(op, positions, t, name, mrope_section is not None)
         if concrete:
             v.check_row_layout(op, name, t, t.stride(), strides)
     # The memory checks come last, as in the kernels. Like the layout checks they need concrete
@@ -106,7 +112,8 @@ def _rotate_inplace_fake(
 
 
 def _setup_rotate(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-    _, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse = inputs
+    _, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse = inputs[:7]
+    mrope_section, mrope_interleaved = inputs[7:] if len(inputs) > 7 else (None, False)
     # The tables are fixed functions of the configuration, not parameters: a gradient for them
     # would be silently missing, so asking for one is an error.
     if cos_sin_cache.requires_grad or inv_freq.requires_grad:
@@ -116,14 +123,24 @@ def _setup_rotate(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         )
     ctx.save_for_backward(cos_sin_cache, inv_freq, positions)
     ctx.mscale, ctx.interleaved, ctx.inverse = mscale, interleaved, inverse
+    ctx.mrope_section, ctx.mrope_interleaved = mrope_section, mrope_interleaved
 
 
 def _rotate_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     cos_sin_cache, inv_freq, positions = ctx.saved_tensors
+    # The same per-pair angles (MRoPE's included), negated: the transpose.
     grad_x = torch.ops.yarn_ext.rotate.default(
-        grad, cos_sin_cache, inv_freq, ctx.mscale, positions, ctx.interleaved, not ctx.inverse
+        grad,
+        cos_sin_cache,
+        inv_freq,
+        ctx.mscale,
+        positions,
+        ctx.interleaved,
+        not ctx.inverse,
+        ctx.mrope_section,
+        ctx.mrope_interleaved,
     )
-    return grad_x, None, None, None, None, None, None
+    return grad_x, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd(_ROTATE, _rotate_backward, setup_context=_setup_rotate)

@@ -150,9 +150,46 @@ def _broadcasts(shape: Sequence[object], to: Sequence[object]) -> bool:
     return all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(to), strict=False))
 
 
-def position_strides(op: str, positions: Tensor | None, x: Tensor, x_name: str) -> list[int] | None:
+def check_mrope_section(
+    op: str, sections: Sequence[int] | None, interleaved: bool, half: int | torch.SymInt
+) -> None:
+    """An MRoPE call's sections (csrc/checks.cpp, check_mrope_section); None: plain RoPE."""
+    if sections is None:
+        return
+    text = shape_text(sections)
+    if len(sections) != 3:
+        _fail(
+            op,
+            "mrope_section must have 3 entries (the pairs that follow the t, h and w "
+            "positions), got ",
+            text,
+        )
+    if any(s < 0 for s in sections) or sum(sections) != half:
+        _fail(op, "mrope_section must be non-negative and sum to dim / 2 = ", half, ", got ", text)
+    for c in (1, 2):
+        if interleaved and sections[c] != 0 and not c + 3 * (sections[c] - 1) < half:
+            _fail(
+                op,
+                "mrope_section ",
+                text,
+                " does not fit dim / 2 = ",
+                half,
+                " pairs interleaved: component ",
+                c,
+                "'s pairs ",
+                c,
+                ", ",
+                c + 3,
+                ", ... run past the last pair",
+            )
+
+
+def position_strides(
+    op: str, positions: Tensor | None, x: Tensor, x_name: str, mrope: bool = False
+) -> list[int] | None:
     """Checks positions against x and returns its strides expanded to x.shape[:-1] (0 along
-    broadcast dimensions), or None when positions is absent."""
+    broadcast dimensions), or None when positions is absent. Positions with one more dimension
+    than x.shape[:-1] are MRoPE positions (components first): accepted with `mrope`."""
     if positions is None:
         return None
     if positions.dtype not in (torch.int64, torch.int32):
@@ -160,7 +197,28 @@ def position_strides(op: str, positions: Tensor | None, x: Tensor, x_name: str) 
     if positions.device != x.device:
         _fail(op, "positions is on ", positions.device, " but ", x_name, " is on ", x.device)
     rows = list(x.shape[:-1])
-    if not _broadcasts(list(positions.shape), rows):
+    shape, strides_in = list(positions.shape), list(positions.stride())
+    if len(shape) == len(rows) + 1:
+        if not mrope:
+            _fail(
+                op,
+                "positions of shape ",
+                shape_text(shape),
+                " has one more dimension than ",
+                x_name,
+                ".shape[:-1] = ",
+                shape_text(rows),
+                ": MRoPE positions (t, h, w first), but the call has no mrope_section",
+            )
+        if shape[0] != 3:
+            _fail(
+                op,
+                "MRoPE positions of shape ",
+                shape_text(shape),
+                " must have 3 components in their first dimension (one per mrope_section entry)",
+            )
+        shape, strides_in = shape[1:], strides_in[1:]
+    if not _broadcasts(shape, rows):
         _fail(
             op,
             "positions of shape ",
@@ -171,9 +229,9 @@ def position_strides(op: str, positions: Tensor | None, x: Tensor, x_name: str) 
             shape_text(rows),
             " (for a [tokens, heads, head_dim] layout pass positions[:, None])",
         )
-    lead = len(rows) - positions.dim()
+    lead = len(rows) - len(shape)
     strides = [0] * lead
-    for size, stride in zip(positions.shape, positions.stride(), strict=True):
+    for size, stride in zip(shape, strides_in, strict=True):
         strides.append(0 if size == 1 else stride)
     return strides
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, SupportsFloat, SupportsIndex
 
 import torch
@@ -82,6 +82,15 @@ class YarnEmbedding(nn.Module):
         attention_factor: the attention scale, overriding get_mscale(scale) * attn_factor.
         truncate: whole-dimension correction range (False: transformers' gpt-oss variant).
         interleaved: rotate pairs (2i, 2i+1) (GPT-J) instead of (i, i + dim/2) (NeoX, Zeta).
+        mrope_section: MRoPE (Qwen2-VL and later): how many frequencies follow each of a
+            token's temporal, height and width positions (three counts summing to dim / 2).
+            forward, rotate_ and cos_sin then take positions with one more leading dimension,
+            of size 3 ([3, T, 1] for [T, H, D]); plain positions mean three equal components.
+        mrope_interleaved: the sections interleave t, h, w, t, ... (Qwen3-VL, Qwen3.5) instead
+            of following each other (Qwen2-VL, Qwen2.5-VL).
+        softmax_scale_factor: what the model's attention multiplies its softmax scale by
+            (DeepSeek's mscale_all_dim correction; from_hf_config sets it). Stored for the
+            model, not used by the rotation.
 
     Attributes:
         inv_freq: float64 [dim / 2]. mscale: float, multiplies cos and sin.
@@ -106,6 +115,8 @@ class YarnEmbedding(nn.Module):
     scale: float
     mscale: float
     max_seq_len_cached: int
+    mrope_section: tuple[int, ...] | None
+    _mrope_args: list[int] | None  # the sections as the operators take them
     _current: _Tables  # inv_freq, cos_sin_cache, scale, mscale: the state a call reads
     _cos_sin_index: Tensor  # the policy's cos_sin column map, on the device of the last call
     _growth: threading.RLock  # serialises this module's growth; recreated by copies and loads
@@ -127,6 +138,9 @@ class YarnEmbedding(nn.Module):
         attention_factor: SupportsFloat | None = None,
         truncate: bool = True,
         interleaved: bool = False,
+        mrope_section: Sequence[SupportsIndex] | None = None,
+        mrope_interleaved: bool = False,
+        softmax_scale_factor: SupportsFloat = 1.0,
     ) -> None:
         super().__init__()
         self._growth = threading.RLock()
@@ -151,6 +165,19 @@ class YarnEmbedding(nn.Module):
         )
         self.truncate = bool(truncate)
         self.interleaved = bool(interleaved)
+        if mrope_section is not None and not isinstance(mrope_section, Sequence):
+            raise TypeError(
+                "YarnEmbedding: mrope_section must be a sequence of 3 integers, got "
+                f"{type(mrope_section).__name__}"
+            )
+        self.mrope_section = (
+            None
+            if mrope_section is None
+            else tuple(as_int("mrope_section", s) for s in mrope_section)
+        )
+        self._mrope_args = None if self.mrope_section is None else list(self.mrope_section)
+        self.mrope_interleaved = bool(mrope_interleaved)
+        self.softmax_scale_factor = as_number("softmax_scale_factor", softmax_scale_factor)
 
         config = self._config()
         _C.check_config(config)
@@ -168,9 +195,23 @@ class YarnEmbedding(nn.Module):
         hidden_size / num_attention_heads - times partial_rotary_factor) and
         max_position_embeddings, and combines them as transformers' _compute_yarn_parameters
         does (yarn_ext.hf_config). Static YaRN: the module caches max_position_embeddings
-        positions at the config's scale. A block that is not YaRN, or a key of the wrong type,
-        raises an error naming the key."""
+        positions at the config's scale. A plain-RoPE config (rope_type "default", or no rope
+        block) gives plain RoPE with its theta and rotary dim. MRoPE models (Qwen2-VL, Qwen2.5-VL,
+        Qwen3-VL, Qwen3.5) get their mrope_section and style; DeepSeek's softmax correction
+        goes to softmax_scale_factor. Another rope type, or a key of the wrong type, raises an
+        error naming it."""
         p = hf_yarn_parameters(config)
+        if not p.yarn:  # plain RoPE: the config's theta and rotary dim, unscaled
+            return cls(
+                p.dim,
+                max_position_embeddings=p.max_position_embeddings,
+                base=p.base,
+                original_max_position_embeddings=p.original_max_position_embeddings,
+                device=device,
+                interleaved=p.interleaved,
+                mrope_section=p.mrope_section,
+                mrope_interleaved=p.mrope_interleaved,
+            )
         return cls(
             p.dim,
             max_position_embeddings=p.max_position_embeddings,
@@ -184,6 +225,9 @@ class YarnEmbedding(nn.Module):
             attention_factor=p.attention_factor,
             truncate=p.truncate,
             interleaved=p.interleaved,
+            mrope_section=p.mrope_section,
+            mrope_interleaved=p.mrope_interleaved,
+            softmax_scale_factor=p.softmax_scale_factor,
         )
 
     # -- tables ----------------------------------------------------------------------------
@@ -204,6 +248,9 @@ class YarnEmbedding(nn.Module):
             attention_factor=self.attention_factor,
             truncate=self.truncate,
             interleaved=self.interleaved,
+            mrope_section=self._mrope_args,
+            mrope_interleaved=self.mrope_interleaved,
+            softmax_scale_factor=self.softmax_scale_factor,
         )
 
     def _build(self, plan: _C.TablePlan, device: torch.device | str | None) -> _Tables:
@@ -284,7 +331,7 @@ class YarnEmbedding(nn.Module):
         # Read after the length: a commit sets _current before max_seq_len_cached, so a call that
         # saw the grown length sees the grown tables.
         t = self._current
-        return ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+        return self._rotate(t, x, positions)
 
     def rotate_(
         self,
@@ -307,8 +354,37 @@ class YarnEmbedding(nn.Module):
                 self._rotate_growing(needed, q, k, positions)
                 return q, k
         t = self._current  # after the length, as in forward
-        ops.rotate_inplace(q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+        self._rotate_inplace(t, q, k, positions)
         return q, k
+
+    def _rotate(self, t: _Tables, x: Tensor, positions: Tensor | None) -> Tensor:
+        """The rotation with tables `t` and this module's style (MRoPE's included)."""
+        return ops.rotate(
+            x,
+            t.cos_sin_cache,
+            t.inv_freq,
+            t.mscale,
+            positions,
+            self.interleaved,
+            False,
+            self._mrope_args,
+            self.mrope_interleaved,
+        )
+
+    def _rotate_inplace(
+        self, t: _Tables, q: Tensor, k: Tensor | None, positions: Tensor | None
+    ) -> None:
+        ops.rotate_inplace(
+            q,
+            k,
+            t.cos_sin_cache,
+            t.inv_freq,
+            t.mscale,
+            positions,
+            self.interleaved,
+            self._mrope_args,
+            self.mrope_interleaved,
+        )
 
     # Growth runs eagerly: under torch.compile it is a graph break, and the usual path (positions
     # given, or a cache long enough) stays in the graph. The new tables are committed only once
@@ -322,7 +398,7 @@ class YarnEmbedding(nn.Module):
         with self._growth:
             grown = self._grown_tables(int(needed))
             t = self._current if grown is None else grown
-            out = ops.rotate(x, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved)
+            out = self._rotate(t, x, positions)
             if grown is not None:  # the kernel succeeded
                 self._commit(grown)
         return out
@@ -334,30 +410,75 @@ class YarnEmbedding(nn.Module):
         with self._growth:
             grown = self._grown_tables(int(needed))
             t = self._current if grown is None else grown
-            ops.rotate_inplace(
-                q, k, t.cos_sin_cache, t.inv_freq, t.mscale, positions, self.interleaved
-            )
+            self._rotate_inplace(t, q, k, positions)
             if grown is not None:  # the kernel succeeded
                 self._commit(grown)
 
     def cos_sin(
         self,
-        seq_len: SupportsIndex,
+        seq_len: SupportsIndex | None = None,
         *,
+        positions: Tensor | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """(cos, sin), each [1, 1, seq_len, dim] and scaled by mscale: what Zeta's forward
-        returned. The layout matches the rotation style: cat(freqs, freqs) (Zeta's) by default,
-        each frequency repeated twice in a row when interleaved."""
+        """(cos, sin), scaled by mscale, in the layout of the rotation style: cat(freqs, freqs)
+        (Zeta's) by default, each frequency repeated twice in a row when interleaved.
+
+        With seq_len: each [1, 1, seq_len, dim], positions [0, seq_len) (what Zeta's forward
+        returned; the cache grows to seq_len). With positions (int32/int64, on the tables'
+        device): each positions.shape + [dim], nothing grows and positions outside the cache are
+        computed as the rotation computes them. On an MRoPE embedding positions must carry the
+        components first ([3, B, S] gives [B, S, dim], as transformers' MRoPE rotary classes
+        return; text-only positions p are p.expand(3, ...)), and each frequency takes the
+        position of its component."""
         if self._current.uninitialized:
             _refuse_uninitialized()
+        if (seq_len is None) == (positions is None):
+            raise ValueError("YarnEmbedding.cos_sin: give seq_len or positions (one of them)")
+        if positions is not None:
+            return self._cos_sin_at(positions, dtype, device)
         needed = _needed_length(seq_len, None)
         assert needed is not None  # a seq_len always gives one
         # Built from the (possibly grown) tables and committed last: a call that raises (say a
         # bad dtype or device) changes nothing.
         with self._growth:
             return self._cos_sin(int(needed), dtype, device)
+
+    def _cos_sin_at(
+        self, positions: Tensor, dtype: torch.dtype | None, device: torch.device | str | None
+    ) -> tuple[Tensor, Tensor]:
+        """cos_sin at given positions, through the rotation itself: rotating the unit vector
+        (1, 0) of every pair gives (mscale cos, mscale sin) exactly (1 * c - 0 * s = c), from
+        the cache or the float64 math as a rotation would, MRoPE included."""
+        if self.mrope_section is not None and (positions.dim() < 1 or positions.shape[0] != 3):
+            raise ValueError(
+                "YarnEmbedding.cos_sin: on an MRoPE embedding positions must carry the t, h and "
+                f"w components first ([3, ...]), got shape {list(positions.shape)}"
+            )
+        t = self._current
+        half = self.dim // 2
+        rows = positions.shape[1:] if self.mrope_section is not None else positions.shape
+        unit = torch.zeros(self.dim, dtype=torch.float32, device=t.inv_freq.device)
+        unit[:half] = 1
+        x = unit.expand(*rows, 1, self.dim)
+        rotated = ops.rotate(
+            x,
+            t.cos_sin_cache,
+            t.inv_freq,
+            t.mscale,
+            positions.unsqueeze(-1),
+            False,
+            False,
+            self._mrope_args,
+            self.mrope_interleaved,
+        ).squeeze(-2)
+        columns = self._cos_sin_index = self._columns(rotated.device)
+        cos, sin = (
+            rotated.index_select(-1, part).to(dtype=dtype, device=device)
+            for part in columns.split(self.dim)
+        )
+        return cos, sin
 
     def _cos_sin(
         self, seq_len: int, dtype: torch.dtype | None, device: torch.device | str | None
@@ -422,4 +543,15 @@ class YarnEmbedding(nn.Module):
         return (
             f"dim={self.dim}, base={self.base:g}, {kind}, mscale={self.mscale:.6g}, "
             f"max_seq_len_cached={self.max_seq_len_cached}, interleaved={self.interleaved}"
+            + (
+                ""
+                if self.mrope_section is None
+                else f", mrope_section={list(self.mrope_section)}, "
+                f"mrope_interleaved={self.mrope_interleaved}"
+            )
+            + (
+                ""
+                if self.softmax_scale_factor == 1.0
+                else f", softmax_scale_factor={self.softmax_scale_factor:.6g}"
+            )
         )

@@ -1,4 +1,8 @@
-"""YaRN parameters from a transformers config (a PretrainedConfig, or config.json as a dict).
+"""Rotary parameters from a transformers config (a PretrainedConfig, or config.json as a dict).
+
+YaRN configs and plain-RoPE ones (rope_type "default", the legacy "mrope", or no rope block at
+all: plain RoPE with the config's theta and rotary dim) are read; any other rope type (linear,
+dynamic, llama3, longrope...) is an error naming it.
 
 The keys combine as transformers' `_compute_yarn_parameters` (modeling_rope_utils.py) combines
 them, so that a model's YarnEmbedding has transformers' frequencies and attention factor:
@@ -14,7 +18,14 @@ them, so that a model's YarnEmbedding has transformers' frequencies and attentio
 - interleaved pairs where the config says `rope_interleave`, or by default for the DeepSeek
   family (INTERLEAVED_MODEL_TYPES) (GPT-J pairs;
   transformers also moves the rotated features into rotate_half order, the same permutation for
-  q and k, which leaves every q.k product - and so attention - unchanged).
+  q and k, which leaves every q.k product - and so attention - unchanged);
+- MRoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): `mrope_section` from the rope block (or the
+  other of rope_parameters / rope_scaling), else the model type's default, as transformers'
+  rotary classes take it; interleaved where the block says `mrope_interleaved`, else for the
+  model types whose rotary class always interleaves (Qwen3-VL, Qwen3.5);
+- the softmax correction: with `mscale_all_dim` (DeepSeek) a YaRN model multiplies the
+  attention's softmax scale by get_mscale(factor, mscale_all_dim)^2, as transformers'
+  DeepSeek-V3 attention does; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -33,9 +44,26 @@ INTERLEAVED_MODEL_TYPES = frozenset(
 )
 
 
+# MRoPE models (the text model's type, without "_text"): the sections transformers' rotary
+# classes default to, and the types whose class interleaves them.
+MROPE_DEFAULT_SECTIONS = {
+    "qwen2_vl": (16, 24, 24),
+    "qwen2_5_vl": (16, 24, 24),
+    "qwen3_vl": (24, 20, 20),
+    "qwen3_vl_moe": (24, 20, 20),
+    "qwen3_5": (11, 11, 10),
+    "qwen3_5_moe": (11, 11, 10),
+}
+INTERLEAVED_MROPE_MODEL_TYPES = frozenset({"qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"})
+
+# Rope types that are plain RoPE: "mrope" is Qwen2-VL's legacy name for it.
+PLAIN_ROPE_TYPES = frozenset({"default", "mrope"})
+
+
 @dataclass(frozen=True)
 class HFYarnParameters:
-    """What a YarnEmbedding needs from a transformers config (float64 throughout)."""
+    """What a YarnEmbedding needs from a transformers config (float64 throughout). yarn is False
+    for a plain-RoPE config (scale 1, attention factor 1)."""
 
     dim: int
     base: float
@@ -47,12 +75,19 @@ class HFYarnParameters:
     beta_slow: float
     truncate: bool
     interleaved: bool
+    yarn: bool = True
+    mrope_section: tuple[int, ...] | None = None
+    mrope_interleaved: bool = False
+    softmax_scale_factor: float = 1.0
 
 
 def _as_dict(config: object) -> Mapping[str, Any]:
     if isinstance(config, Mapping):
         text = config.get("text_config")
         if isinstance(text, Mapping) and not _has_rope(config):  # a composite model (Llava...)
+            # the text model's type decides MRoPE's defaults where its own block omits it
+            if "model_type" not in text and "model_type" in config:
+                text = {**text, "model_type": config["model_type"]}
             return text
         return config
     get_text_config = getattr(config, "get_text_config", None)
@@ -116,16 +151,18 @@ def rope_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], str]:
     return "rope_parameters", {}, "default"
 
 
-def _yarn_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-    """The YaRN block's key and contents, or a clear error."""
+def _rotary_block(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], bool]:
+    """The rope block's key and contents and whether it is YaRN (else plain RoPE), or a clear
+    error naming a type yarn_ext does not serve."""
     key, block, kind = rope_block(config)
-    if not block:
-        raise ValueError(
-            "the config has no rope_parameters or rope_scaling block: it does not use YaRN"
-        )
-    if kind != "yarn":
-        raise ValueError(f"{key}.rope_type is {kind!r}, not 'yarn': this config does not use YaRN")
-    return key, block
+    if kind == "yarn":
+        return key, block, True
+    if kind in PLAIN_ROPE_TYPES:
+        return key, block, False
+    raise ValueError(
+        f"{key}.rope_type is {kind!r}: yarn_ext serves 'yarn' and plain RoPE ('default') "
+        "configs, not this rope type"
+    )
 
 
 def rope_base_and_dim(
@@ -167,10 +204,84 @@ def _get_mscale(scale: float, mscale: float = 1.0) -> float:
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
+def _mrope(
+    cfg: Mapping[str, Any], key: str, block: Mapping[str, Any]
+) -> tuple[tuple[int, ...] | None, bool]:
+    """The MRoPE sections and style of a config (None for plain RoPE), see the module
+    docstring."""
+    model_type = str(cfg.get("model_type") or "").removesuffix("_text")
+    where, sections = f"{key}.mrope_section", block.get("mrope_section")
+    flag = block.get("mrope_interleaved")
+    for other in ("rope_parameters", "rope_scaling"):  # the other block, where the key is not
+        other_block = cfg.get(other)
+        if isinstance(other_block, Mapping):
+            if sections is None and other_block.get("mrope_section") is not None:
+                where, sections = f"{other}.mrope_section", other_block["mrope_section"]
+            if flag is None:
+                flag = other_block.get("mrope_interleaved")
+    if sections is None:
+        sections = MROPE_DEFAULT_SECTIONS.get(model_type)
+    if sections is None:
+        return None, False
+    if isinstance(sections, str | bytes) or not hasattr(sections, "__iter__"):
+        raise TypeError(f"{where} must be a list of 3 integers, got {sections!r}")
+    values = tuple(_integer_or_zero(where, s) for s in sections)
+    if flag is None:
+        flag = model_type in INTERLEAVED_MROPE_MODEL_TYPES
+    if not isinstance(flag, bool):
+        raise TypeError(f"mrope_interleaved must be true or false, got {flag!r}")
+    return values, flag
+
+
+def _integer_or_zero(where: str, value: object) -> int:
+    number = _number(where, value)
+    if number != int(number) or number < 0:
+        raise ValueError(f"{where} must hold non-negative integers, got {value!r}")
+    return int(number)
+
+
+def _plain_parameters(
+    cfg: Mapping[str, Any], key: str, block: Mapping[str, Any]
+) -> HFYarnParameters:
+    """A plain-RoPE config: theta, the rotary dim and the context, unscaled."""
+    base, dim = rope_base_and_dim(cfg, key, block)
+    if cfg.get("max_position_embeddings") is None:
+        raise ValueError("the config has no max_position_embeddings")
+    max_positions = _integer("max_position_embeddings", cfg["max_position_embeddings"])
+    sections, mrope_interleaved = _mrope(cfg, key, block)
+    return HFYarnParameters(
+        dim=dim,
+        base=base,
+        scale=1.0,
+        original_max_position_embeddings=max_positions,
+        max_position_embeddings=max_positions,
+        attention_factor=1.0,
+        beta_fast=32.0,
+        beta_slow=1.0,
+        truncate=True,
+        interleaved=_interleaved(cfg),
+        yarn=False,
+        mrope_section=sections,
+        mrope_interleaved=mrope_interleaved,
+    )
+
+
+def _interleaved(cfg: Mapping[str, Any]) -> bool:
+    interleaved = cfg.get("rope_interleave")
+    if interleaved is None:
+        interleaved = cfg.get("model_type") in INTERLEAVED_MODEL_TYPES
+    if not isinstance(interleaved, bool):
+        raise TypeError(f"rope_interleave must be true or false, got {interleaved!r}")
+    return interleaved
+
+
 def hf_yarn_parameters(config: object) -> HFYarnParameters:
-    """The YaRN parameters of a transformers config (see the module docstring for the rules)."""
+    """The rotary parameters of a transformers config (see the module docstring for the rules):
+    YaRN, or plain RoPE (yarn False)."""
     cfg = _as_dict(config)
-    key, block = _yarn_block(cfg)
+    key, block, yarn = _rotary_block(cfg)
+    if not yarn:
+        return _plain_parameters(cfg, key, block)
 
     def get(name: str) -> object:
         return block.get(name)
@@ -196,15 +307,21 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
     factor = get("factor")
     scale = max_positions / original if factor is None else _number(f"{key}.factor", factor)
 
+    mscale, mscale_all_dim = get("mscale"), get("mscale_all_dim")
+    if mscale is not None:
+        mscale = _number(f"{key}.mscale", mscale)
+    if mscale_all_dim is not None:
+        mscale_all_dim = _number(f"{key}.mscale_all_dim", mscale_all_dim)
+    # DeepSeek's softmax correction: transformers' DeepSeek-V2/V3 attention multiplies its
+    # scaling by get_mscale(factor, mscale_all_dim) twice (factor as given, not the derived scale)
+    softmax_scale_factor = 1.0
+    if mscale_all_dim and factor is not None:
+        softmax_scale_factor = _get_mscale(scale, mscale_all_dim) ** 2
+
     attention_factor = get("attention_factor")
     if attention_factor is not None:
         attention = _number(f"{key}.attention_factor", attention_factor)
     else:
-        mscale, mscale_all_dim = get("mscale"), get("mscale_all_dim")
-        if mscale is not None:
-            mscale = _number(f"{key}.mscale", mscale)
-        if mscale_all_dim is not None:
-            mscale_all_dim = _number(f"{key}.mscale_all_dim", mscale_all_dim)
         if mscale and mscale_all_dim:
             attention = _get_mscale(scale, mscale) / _get_mscale(scale, mscale_all_dim)
         else:
@@ -224,11 +341,8 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
         truncate = True
     if not isinstance(truncate, bool):
         raise TypeError(f"{top_key}.truncate must be true or false, got {truncate!r}")
-    interleaved = cfg.get("rope_interleave")
-    if interleaved is None:
-        interleaved = cfg.get("model_type") in INTERLEAVED_MODEL_TYPES
-    if not isinstance(interleaved, bool):
-        raise TypeError(f"rope_interleave must be true or false, got {interleaved!r}")
+    interleaved = _interleaved(cfg)
+    sections, mrope_interleaved = _mrope(cfg, key, block)
 
     return HFYarnParameters(
         dim=dim,
@@ -241,4 +355,7 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
         beta_slow=beta_slow or 1.0,
         truncate=truncate,
         interleaved=interleaved,
+        mrope_section=sections,
+        mrope_interleaved=mrope_interleaved,
+        softmax_scale_factor=softmax_scale_factor,
     )

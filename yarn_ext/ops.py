@@ -34,6 +34,8 @@ def rotate(
     positions: Tensor | None = None,
     interleaved: bool = False,
     inverse: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> Tensor:
     """x [..., S, D] (D >= dim) with its first dim features rotated; a new tensor.
 
@@ -42,8 +44,24 @@ def rotate(
     True pairs (2i, 2i + 1) (GPT-J). inverse=True rotates by -angle (the transpose; both
     directions scale by mscale), which is the gradient. Differentiable with respect to x, to
     any order.
+
+    MRoPE (Qwen2-VL and later): mrope_section gives how many frequencies follow each of a
+    token's t, h and w positions (summing to dim/2) - in runs, or interleaved t, h, w, t, ...
+    with mrope_interleaved (Qwen3-VL, Qwen3.5). positions may then carry one more leading
+    dimension, of size 3: [3, T, 1] for [T, H, D], [3, B, 1, S] for [B, H, S, D]. Plain
+    positions mean three equal components (and give plain RoPE's bits).
     """
-    return _ROTATE(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse)
+    return _ROTATE(
+        x,
+        cos_sin_cache,
+        inv_freq,
+        mscale,
+        positions,
+        interleaved,
+        inverse,
+        mrope_section,
+        mrope_interleaved,
+    )
 
 
 def rotate_inplace(
@@ -54,6 +72,8 @@ def rotate_inplace(
     mscale: float,
     positions: Tensor | None = None,
     interleaved: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> None:
     """Rotates q and (when given) k in place in one call; same conventions as `rotate`. q and k
     may have different head counts and be non-contiguous views (say slices of a fused qkv).
@@ -65,7 +85,17 @@ def rotate_inplace(
             "(YarnEmbedding.rotate_) is for inference. Where gradients are needed use "
             "YarnEmbedding.forward (yarn_ext.ops.rotate), which is differentiable"
         )
-    _ROTATE_INPLACE(q, k, cos_sin_cache, inv_freq, mscale, positions, interleaved)
+    _ROTATE_INPLACE(
+        q,
+        k,
+        cos_sin_cache,
+        inv_freq,
+        mscale,
+        positions,
+        interleaved,
+        mrope_section,
+        mrope_interleaved,
+    )
     # The version counters, bumped as ATen's in-place operators bump them, so that autograd
     # notices saved tensors being overwritten. Here, not in the library: the stable ABI has no
     # call for it, and a Python ADInplaceOrView kernel would cost a decode step microseconds.

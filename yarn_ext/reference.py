@@ -80,6 +80,21 @@ def cos_sin(positions: Tensor, inv_freq: Tensor, mscale: float) -> tuple[Tensor,
     return torch.cos(angle) * mscale, torch.sin(angle) * mscale
 
 
+def mrope_components(half: int, sections: list[int], interleaved: bool) -> list[int]:
+    """The MRoPE component (0: t, 1: h, 2: w) of each pair, built as transformers builds its
+    frequencies: runs of sections[c] pairs, or t everywhere with h written over pairs 1, 4, ...
+    (sections[1] of them) and w over 2, 5, ... (apply_interleaved_mrope)."""
+    if not interleaved:
+        components = [c for c, n in enumerate(sections) for _ in range(n)]
+    else:
+        components = [0] * half
+        for c in (1, 2):
+            for j in range(c, 3 * sections[c], 3):
+                components[j] = c
+    assert len(components) == half
+    return components
+
+
 def rotate(
     x: Tensor,
     inv_freq: Tensor,
@@ -87,18 +102,34 @@ def rotate(
     positions: Tensor | None = None,
     interleaved: bool = False,
     inverse: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
 ) -> Tensor:
     """float64 result of rotating the first 2 * len(inv_freq) features of x [..., S, D].
 
     positions broadcasts against x.shape[:-1]; without it row s along dim -2 gets position s.
-    inverse rotates by -angle (the transpose).
+    inverse rotates by -angle (the transpose). With mrope_section, positions of x.dim()
+    dimensions hold the t, h and w components first, and pair j turns with the position of its
+    component (plain positions: all three equal).
     """
     half = inv_freq.shape[0]
     x64 = x.to(torch.float64)
     if positions is None:
         positions = torch.arange(x.shape[-2], device=x.device)  # aligns with dim -2 of x
-    positions = positions.expand(x.shape[:-1])
-    cos, sin = cos_sin(positions, inv_freq.to(x.device), mscale)
+    if mrope_section is not None and positions.dim() == x.dim():
+        angles = [cos_sin(p.expand(x.shape[:-1]), inv_freq.to(x.device), mscale) for p in positions]
+        pick = torch.tensor(
+            mrope_components(half, mrope_section, mrope_interleaved), device=x.device
+        )
+        cos = torch.stack([c for c, _ in angles], -1).gather(
+            -1, pick.expand(*x.shape[:-1], half)[..., None]
+        )[..., 0]
+        sin = torch.stack([s for _, s in angles], -1).gather(
+            -1, pick.expand(*x.shape[:-1], half)[..., None]
+        )[..., 0]
+    else:
+        positions = positions.expand(x.shape[:-1])
+        cos, sin = cos_sin(positions, inv_freq.to(x.device), mscale)
     if inverse:
         sin = -sin
     if interleaved:

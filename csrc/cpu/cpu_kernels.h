@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "yarn_ext/core/mrope.h"
 #include "yarn_ext/core/strided_rows.h"
 
 namespace yarn_ext::cpu {
@@ -53,6 +54,7 @@ struct RotateJob {
   int64_t head_size = 0;
   bool interleaved = false;
   bool inverse = false;
+  MropeLayout mrope{};  // MRoPE: a token's t, h and w positions at the component stride
 };
 
 struct Kernels {

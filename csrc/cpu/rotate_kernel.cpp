@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <optional>
+#include <vector>
 
 #include "cpu/cpu_kernels.h"
 #include "rotation_plan.h"
@@ -81,6 +82,7 @@ void run_job(RotateJob& job, const RotationSettings& settings) {
   job.mscale = settings.tables.mscale;
   job.interleaved = settings.interleaved;
   job.inverse = settings.inverse;
+  job.mrope = settings.tables.mrope;
   job.num_tokens = num_tokens(job.operands[0]);
   int64_t elements_per_token = 0;
   for (int o = 0; o < job.num_operands; ++o) {
@@ -171,20 +173,24 @@ void run(const detail::RotationTask& first, const detail::RotationTask* second,
 }
 
 Tensor rotate_cpu(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                  std::optional<Tensor> positions, bool interleaved, bool inverse) {
+                  std::optional<Tensor> positions, bool interleaved, bool inverse,
+                  std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
   CosSinTables tables;
-  const detail::RotationTask task = detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache,
-                                                        inv_freq, mscale, positions, &tables);
+  const detail::RotationTask task =
+      detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions,
+                          {mrope_section, mrope_interleaved}, &tables);
   run(task, nullptr, {tables, interleaved, inverse});
   return task.output;
 }
 
 void rotate_inplace_cpu(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
-                        double mscale, std::optional<Tensor> positions, bool interleaved) {
+                        double mscale, std::optional<Tensor> positions, bool interleaved,
+                        std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
   // Everything is validated before the first write, so a failing call leaves q and k untouched.
   CosSinTables tables;
-  const detail::InplaceRotation plan = detail::plan_rotate_inplace(
-      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions, &tables);
+  const detail::InplaceRotation plan =
+      detail::plan_rotate_inplace("yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale,
+                                  positions, {mrope_section, mrope_interleaved}, &tables);
   run(plan.q, plan.k ? &*plan.k : nullptr, {tables, interleaved, /*inverse=*/false});
 }
 

@@ -18,6 +18,7 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <optional>
+#include <vector>
 
 #include "cuda/launch.h"
 #include "export.h"
@@ -121,22 +122,27 @@ void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask*
 }
 
 Tensor rotate_cuda(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                   std::optional<Tensor> positions, bool interleaved, bool inverse) {
+                   std::optional<Tensor> positions, bool interleaved, bool inverse,
+                   std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
   // Validation first: a CPU tensor must get the argument error, not a guard's complaint.
   CosSinTables tables;
-  const detail::RotationTask task = detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache,
-                                                        inv_freq, mscale, positions, &tables);
+  const detail::RotationTask task =
+      detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions,
+                          {mrope_section, mrope_interleaved}, &tables);
   const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   rotate_tasks(task, nullptr, tables, interleaved, inverse);
   return task.output;
 }
 
 void rotate_inplace_cuda(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
-                         double mscale, std::optional<Tensor> positions, bool interleaved) {
+                         double mscale, std::optional<Tensor> positions, bool interleaved,
+                         std::optional<std::vector<int64_t>> mrope_section,
+                         bool mrope_interleaved) {
   // Everything is validated before the launch, so a failing call leaves q and k untouched.
   CosSinTables tables;
-  const detail::InplaceRotation plan = detail::plan_rotate_inplace(
-      "yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale, positions, &tables);
+  const detail::InplaceRotation plan =
+      detail::plan_rotate_inplace("yarn_ext.rotate_inplace", q, k, cos_sin_cache, inv_freq, mscale,
+                                  positions, {mrope_section, mrope_interleaved}, &tables);
   const torch::stable::accelerator::DeviceGuard guard(q.get_device_index());
   rotate_tasks(plan.q, plan.k ? &*plan.k : nullptr, tables, interleaved, /*inverse=*/false);
 }

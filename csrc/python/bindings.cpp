@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "yarn_ext/helper_math.h"
@@ -47,7 +48,9 @@ PYBIND11_MODULE(_C, m) {
                        int64_t original_max_position_embeddings, double extrapolation_factor,
                        double attn_factor, double beta_fast, double beta_slow, bool finetuned,
                        std::optional<double> scaling_factor, std::optional<double> attention_factor,
-                       bool truncate, bool interleaved) {
+                       bool truncate, bool interleaved,
+                       std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved,
+                       double softmax_scale_factor) {
              policy::ModuleConfig config;
              config.dim = dim;
              config.max_position_embeddings = max_position_embeddings;
@@ -62,6 +65,9 @@ PYBIND11_MODULE(_C, m) {
              config.attention_factor = attention_factor;
              config.truncate = truncate;
              config.interleaved = interleaved;
+             config.mrope_section = std::move(mrope_section);
+             config.mrope_interleaved = mrope_interleaved;
+             config.softmax_scale_factor = softmax_scale_factor;
              return config;
            }),
            // Keyword-only and without defaults: the Python module owns the defaults.
@@ -69,7 +75,8 @@ PYBIND11_MODULE(_C, m) {
            py::arg("original_max_position_embeddings"), py::arg("extrapolation_factor"),
            py::arg("attn_factor"), py::arg("beta_fast"), py::arg("beta_slow"), py::arg("finetuned"),
            py::arg("scaling_factor"), py::arg("attention_factor"), py::arg("truncate"),
-           py::arg("interleaved"));
+           py::arg("interleaved"), py::arg("mrope_section"), py::arg("mrope_interleaved"),
+           py::arg("softmax_scale_factor"));
   py::class_<policy::TablePlan>(m, "TablePlan")
       .def_readonly("new_frequencies", &policy::TablePlan::new_frequencies)
       .def_readonly("scale", &policy::TablePlan::scale)

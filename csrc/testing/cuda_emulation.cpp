@@ -127,20 +127,26 @@ Tensor emulate(const detail::RotationTask& first, const detail::RotationTask* se
 // Registered for the CPU key only: the emulation reads and writes host memory.
 std::tuple<Tensor, Tensor> emulate_cuda_rotate(Tensor x, Tensor cache, Tensor inv_freq,
                                                double mscale, std::optional<Tensor> positions,
-                                               bool interleaved, bool inverse, int64_t sm_count) {
+                                               bool interleaved, bool inverse, int64_t sm_count,
+                                               std::optional<std::vector<int64_t>> mrope_section,
+                                               bool mrope_interleaved) {
   CosSinTables tables;
   const detail::RotationTask task =
-      detail::plan_rotate("yarn_ext.rotate", x, cache, inv_freq, mscale, positions, &tables);
+      detail::plan_rotate("yarn_ext.rotate", x, cache, inv_freq, mscale, positions,
+                          {mrope_section, mrope_interleaved}, &tables);
   Tensor launches = emulate(task, nullptr, tables, interleaved, inverse, sm_count);
   return {task.output, launches};
 }
 
 Tensor emulate_cuda_rotate_inplace(Tensor q, std::optional<Tensor> k, Tensor cache, Tensor inv_freq,
                                    double mscale, std::optional<Tensor> positions, bool interleaved,
-                                   int64_t sm_count) {
+                                   int64_t sm_count,
+                                   std::optional<std::vector<int64_t>> mrope_section,
+                                   bool mrope_interleaved) {
   CosSinTables tables;
-  const detail::InplaceRotation plan = detail::plan_rotate_inplace(
-      "yarn_ext.rotate_inplace", q, k, cache, inv_freq, mscale, positions, &tables);
+  const detail::InplaceRotation plan =
+      detail::plan_rotate_inplace("yarn_ext.rotate_inplace", q, k, cache, inv_freq, mscale,
+                                  positions, {mrope_section, mrope_interleaved}, &tables);
   return emulate(plan.q, plan.k ? &*plan.k : nullptr, tables, interleaved, /*inverse=*/false,
                  sm_count);
 }
@@ -184,10 +190,12 @@ Tensor plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t items_
 STABLE_TORCH_LIBRARY(yarn_ext_testing, m) {
   m.def(
       "emulate_cuda_rotate(Tensor x, Tensor cache, Tensor inv_freq, float mscale, "
-      "Tensor? positions, bool interleaved, bool inverse, int sm_count) -> (Tensor, Tensor)");
+      "Tensor? positions, bool interleaved, bool inverse, int sm_count, "
+      "int[]? mrope_section=None, bool mrope_interleaved=False) -> (Tensor, Tensor)");
   m.def(
       "emulate_cuda_rotate_inplace(Tensor(a!) q, Tensor(b!)? k, Tensor cache, Tensor inv_freq, "
-      "float mscale, Tensor? positions, bool interleaved, int sm_count) -> Tensor");
+      "float mscale, Tensor? positions, bool interleaved, int sm_count, "
+      "int[]? mrope_section=None, bool mrope_interleaved=False) -> Tensor");
   m.def(
       "plan_token_launch(int num_tokens, int total_heads, int items_per_row, int sm_count) -> "
       "Tensor");

@@ -101,6 +101,90 @@ void test_module_matches_plain_math() {
         "cos_sin shape");
 }
 
+// MRoPE with contiguous sections in float64, written out: x [T, H, D], positions [3, T, 1]; pair
+// i turns with component 0 below sections[0], 1 below sections[0] + sections[1], else 2.
+at::Tensor mrope_rotation(const at::Tensor& x, const at::Tensor& inv_freq, double mscale,
+                          const at::Tensor& positions, const std::vector<int64_t>& sections) {
+  const int64_t half = inv_freq.size(0);
+  at::Tensor out = x.to(at::kDouble).clone();
+  const at::Tensor in = out.clone();
+  auto i3 = in.accessor<double, 3>();
+  auto o3 = out.accessor<double, 3>();
+  auto p = positions.accessor<int64_t, 3>();
+  const double* freq = inv_freq.data_ptr<double>();
+  for (int64_t t = 0; t < x.size(0); ++t) {
+    for (int64_t h = 0; h < x.size(1); ++h) {
+      for (int64_t i = 0; i < half; ++i) {
+        const int c = i < sections[0] ? 0 : (i < sections[0] + sections[1] ? 1 : 2);
+        const double angle = static_cast<double>(p[c][t][0]) * freq[i];
+        const double cs = std::cos(angle) * mscale, sn = std::sin(angle) * mscale;
+        o3[t][h][i] = i3[t][h][i] * cs - i3[t][h][i + half] * sn;
+        o3[t][h][i + half] = i3[t][h][i + half] * cs + i3[t][h][i] * sn;
+      }
+    }
+  }
+  return out;
+}
+
+void test_mrope() {
+  const std::vector<int64_t> sections{16, 24, 24};  // Qwen2-VL
+  yarn_ext::YarnEmbedding rope(
+      yarn_ext::YarnEmbeddingOptions(128).max_position_embeddings(256).base(1e6).mrope_section(
+          sections));
+  torch::manual_seed(1);
+  at::Tensor q = torch::randn({9, 4, 128});
+  at::Tensor k = torch::randn({9, 2, 128});
+  const at::Tensor positions = torch::randint(-10, 600, {3, 9, 1}, torch::kLong);
+  const at::Tensor out = rope->forward(q, std::nullopt, positions);
+  check(max_error(out, mrope_rotation(q, rope->inv_freq(), rope->mscale(), positions, sections)) <
+            1e-5,
+        "MRoPE forward against plain float64");
+  const at::Tensor k0 = k.clone();
+  rope->rotate_(q, k, positions);
+  check(torch::equal(out, q), "MRoPE forward and rotate_ agree bit for bit");
+  check(max_error(k, mrope_rotation(k0, rope->inv_freq(), rope->mscale(), positions, sections)) <
+            1e-5,
+        "MRoPE rotate_ of k against plain float64");
+  // equal components: plain RoPE, bit for bit
+  yarn_ext::YarnEmbedding plain(
+      yarn_ext::YarnEmbeddingOptions(128).max_position_embeddings(256).base(1e6));
+  const at::Tensor x = torch::randn({9, 4, 128});
+  const at::Tensor t = positions[0];
+  check(torch::equal(rope->forward(x, std::nullopt, t.expand({3, 9, 1})),
+                     plain->forward(x, std::nullopt, t)) &&
+            torch::equal(rope->forward(x, std::nullopt, t), plain->forward(x, std::nullopt, t)),
+        "equal components are plain RoPE");
+  // cos_sin at MRoPE positions: [T, dim], the rotation's own values
+  const auto [cos, sin] = rope->cos_sin_at(positions.squeeze(-1));
+  check(cos.sizes() == at::IntArrayRef({9, 128}) && sin.sizes() == cos.sizes(), "cos_sin_at shape");
+  at::Tensor unit = torch::zeros({9, 1, 128});
+  unit.narrow(-1, 0, 64).fill_(1);
+  const at::Tensor rotated = rope->forward(unit, std::nullopt, positions).squeeze(1);
+  check(torch::equal(cos.narrow(-1, 0, 64), rotated.narrow(-1, 0, 64)) &&
+            torch::equal(sin.narrow(-1, 0, 64), rotated.narrow(-1, 64, 64)),
+        "cos_sin_at = the rotation of (1, 0)");
+  // backward: the inverse rotation with the same per-pair angles
+  at::Tensor xg = torch::randn({9, 4, 128}, torch::kDouble).requires_grad_();
+  const at::Tensor grad = torch::randn({9, 4, 128}, torch::kDouble);
+  rope->forward(xg, std::nullopt, positions).backward(grad);
+  const at::Tensor back = yarn_ext::rotate(grad, rope->cos_sin_cache(), rope->inv_freq(),
+                                           rope->mscale(), positions, false, true, sections);
+  check(torch::equal(xg.grad(), back), "MRoPE backward = inverse rotation");
+  // errors
+  check(throws<std::invalid_argument>([&] { plain->forward(x, std::nullopt, positions); },
+                                      "no mrope_section"),
+        "MRoPE positions on a plain module");
+  check(throws<std::invalid_argument>(
+            [] {
+              yarn_ext::YarnEmbedding(
+                  yarn_ext::YarnEmbeddingOptions(128).mrope_section(std::vector<int64_t>{1, 2, 3}));
+            },
+            "YarnEmbedding: mrope_section must be non-negative and sum to dim / 2 = 64"),
+        "bad sections at construction");
+  check(throws<std::invalid_argument>([&] { rope->cos_sin_at(t.squeeze(-1)); }, "components first"),
+        "cos_sin_at wants [3, ...] on an MRoPE module");
+}
+
 void test_growth_and_precision() {
   yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(64)
                                    .max_position_embeddings(16)
@@ -247,6 +331,7 @@ int main() {
   test_module_matches_plain_math();
   test_growth_and_precision();
   test_autograd_in_cpp();
+  test_mrope();
   test_errors();
   test_tables_never_built();
   test_in_place_aliasing();

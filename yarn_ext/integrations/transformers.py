@@ -1,4 +1,5 @@
-"""Run a transformers Llama, Qwen2 or Qwen3 model's rotary embedding on yarn_ext's kernels.
+"""Run a transformers model's rotary embedding on yarn_ext's kernels: Llama, Qwen2, Qwen3, and
+the multimodal-RoPE families Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and MoE) and Qwen3.5 (and MoE).
 
     from yarn_ext.integrations.transformers import use_yarn_ext, restore
 
@@ -15,10 +16,17 @@ tensors); any other call goes to the function it wrapped, so models that are not
 not affected. A switched model survives copy.deepcopy, pickling and .to(); where its layers sit
 on several devices, the embedding follows q to each.
 
-The YarnEmbedding comes from the rotary module's config (a composite model's text config):
-YaRN (rope_type "yarn") through YarnEmbedding.from_hf_config, plain RoPE (rope_type
-"default") at scale 1 with transformers' own rotary dim. Other rope types (linear, dynamic,
-llama3, longrope) raise.
+The YarnEmbedding comes from the rotary module's config (a composite model's text config)
+through YarnEmbedding.from_hf_config: YaRN (rope_type "yarn") or plain RoPE (rope_type
+"default"), MRoPE where the model has it. Other rope types (linear, dynamic, llama3, longrope)
+raise. In the MRoPE models position_ids is [3, batch, seq] (temporal, height, width), and q and
+k are rotated with each frequency at its component's position; the vision tower's own rotary
+embedding is left alone.
+
+Compiled: the hook and the wrapper trace without a graph break, so that transformers'
+fast-decoding recipe (model.forward = torch.compile(model.forward, fullgraph=True), generate
+with cache_implementation="static") works on a switched model wherever it works on the
+unswitched one.
 """
 
 from __future__ import annotations
@@ -33,33 +41,33 @@ import torch
 from torch import Tensor, nn
 
 from yarn_ext.embedding import YarnEmbedding
-from yarn_ext.hf_config import as_config_dict, rope_base_and_dim, rope_block
 
 # The modeling modules whose attention calls a module-level apply_rotary_pos_emb(q, k, cos, sin)
 # with q and k as [batch, heads, seq, head_dim].
 MODELING_MODULES = {
-    "llama": "transformers.models.llama.modeling_llama",
-    "qwen2": "transformers.models.qwen2.modeling_qwen2",
-    "qwen3": "transformers.models.qwen3.modeling_qwen3",
+    name: f"transformers.models.{name}.modeling_{name}"
+    for name in (
+        "llama",
+        "qwen2",
+        "qwen3",
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+        "qwen3_5",
+        "qwen3_5_moe",
+    )
 }
 _ATTRIBUTE = "_yarn_ext_rope"  # the YarnEmbedding, registered on the rotary module
 _HOOK = "_yarn_ext_hook"  # the id of the forward hook, on the rotary module
 _lock = threading.Lock()
+# The modeling modules whose apply_rotary_pos_emb is wrapped in this process. The hook reads it
+# (a set of names traces without a graph break; importing a module does not).
+_INSTALLED: set[str] = set()
 
 
 def _rope_for(module: nn.Module, config: object) -> YarnEmbedding:
-    cfg = as_config_dict(config)
-    key, block, kind = rope_block(cfg)
-    device = module.inv_freq.device
-    if kind == "yarn":
-        rope = YarnEmbedding.from_hf_config(config, device=device)
-    elif kind == "default":
-        base, _ = rope_base_and_dim(cfg, key, block)
-        rope = YarnEmbedding(
-            2 * module.inv_freq.numel(), cfg["max_position_embeddings"], base, device=device
-        )
-    else:
-        raise ValueError(f"{key}.rope_type is {kind!r}: yarn_ext runs 'yarn' and 'default' RoPE")
+    rope = YarnEmbedding.from_hf_config(config, device=module.inv_freq.device)
     if rope.dim != 2 * module.inv_freq.numel():
         raise ValueError(
             f"the config gives a rotary dim of {rope.dim}, the model rotates "
@@ -85,8 +93,9 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         if not isinstance(sin, YarnEmbedding):  # a model that is not switched
             return original(q, k, cos, sin, *args, **kwargs)
         rope = _on_device(sin, q.device)
-        # q, k: [batch, heads, seq, head_dim]; position_ids [batch, seq] -> [batch, 1, seq]
-        positions = cos.to(q.device)[:, None, :]
+        # q, k: [batch, heads, seq, head_dim]; position_ids [batch, seq] -> [batch, 1, seq], and
+        # MRoPE's [3, batch, seq] -> [3, batch, 1, seq]
+        positions = cos.to(q.device).unsqueeze(-2)
         return rope(q, positions=positions), rope(k, positions=positions)
 
     apply_rotary_pos_emb.__wrapped__ = original  # type: ignore[attr-defined]
@@ -102,31 +111,40 @@ def _install_wrapper(modeling_name: str) -> None:
         with _lock:
             if not getattr(modeling.apply_rotary_pos_emb, "_yarn_ext", False):
                 modeling.apply_rotary_pos_emb = _wrap(modeling.apply_rotary_pos_emb)
+    _INSTALLED.add(modeling_name)
 
 
 def _rotary_hook(
     module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
 ) -> tuple[Tensor, YarnEmbedding]:
-    # (position_ids, the YarnEmbedding) in place of (cos, sin): see the module docstring
-    _install_wrapper(type(module).__module__)
+    # (position_ids, the YarnEmbedding) in place of (cos, sin): see the module docstring. The
+    # wrapper is (re)installed here too: for a model unpickled in a new process, and after
+    # another library replaced the function. Not while compiling, where importing a module is a
+    # graph break: there use_yarn_ext (or an eager call) has installed it already.
+    name = type(module).__module__
+    if not torch.compiler.is_compiling() or name not in _INSTALLED:
+        _install_wrapper(name)
     position_ids = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
     return position_ids, getattr(module, _ATTRIBUTE)
 
 
 def _rotary_modules(model: nn.Module) -> list[nn.Module]:
-    """Every supported rotary embedding in model."""
+    """Every supported rotary embedding in model: the language model's (a vision tower's
+    rotary embedding rotates image patches with a function of its own)."""
     return [
         module
         for module in model.modules()
         if type(module).__module__ in MODELING_MODULES.values()
         and type(module).__name__.endswith("RotaryEmbedding")
+        and "Vision" not in type(module).__name__
     ]
 
 
 def use_yarn_ext(model: nn.Module) -> nn.Module:
-    """Switches `model` (a transformers Llama, Qwen2 or Qwen3 model, with or without its LM head,
-    or a composite model around one) to yarn_ext's kernels, in place, and returns it.
-    Idempotent; `restore` undoes it."""
+    """Switches `model` (a transformers Llama, Qwen2, Qwen3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL or
+    Qwen3.5 model - MoE variants included - with or without its LM head, or a composite model
+    around one) to yarn_ext's kernels, in place, and returns it. Idempotent; `restore` undoes
+    it."""
     rotary = _rotary_modules(model)
     if not rotary:
         raise ValueError(

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -82,16 +83,25 @@ class DimsCursor {
 template <typename acc_t>
 class BlockTables {
  public:
-  BlockTables(const RotateJob& job, int64_t block_tokens)
-      : job_(job), block_tokens_(block_tokens) {}
+  BlockTables(const RotateJob& job, int64_t block_tokens) : job_(job), block_tokens_(block_tokens) {
+    if (job.mrope.enabled) {
+      // Per pair, whether it takes the h (or w) component's value: all bits set, as blendv
+      // wants. Made once per call; cos's half and sin's use the same masks.
+      acc_t ones;
+      std::memset(&ones, 0xFF, sizeof(ones));
+      h_mask_.assign(job.half, acc_t(0));
+      w_mask_.assign(job.half, acc_t(0));
+      for (int64_t j = 0; j < job.half; ++j) {
+        const int component = mrope_component(job.mrope, j);
+        if (component == 1) h_mask_[j] = ones;
+        if (component == 2) w_mask_[j] = ones;
+      }
+    }
+  }
 
   // Row for token `slot` of the block, at `position`.
   const acc_t* row(int slot, int64_t position) {
-    if constexpr (std::is_same_v<acc_t, float>) {
-      if (position >= 0 && position < job_.cache_positions) {
-        return job_.cache + position * 2 * job_.half;
-      }
-    }
+    if (const acc_t* cached = cache_row(position)) return cached;
     // Computed rows: tokens of one block often share a position (a batch of one position).
     if (slot > 0 && positions_[slot - 1] == position && computed_[slot - 1]) {
       positions_[slot] = position;
@@ -99,8 +109,7 @@ class BlockTables {
       rows_[slot] = rows_[slot - 1];
       return rows_[slot];
     }
-    if (scratch_.empty()) scratch_.resize(block_tokens_ * 2 * job_.half);  // only on a miss
-    acc_t* row = scratch_.data() + slot * 2 * job_.half;
+    acc_t* row = slot_row(slot);
     fill_cos_sin_row(position, job_.frequencies, job_.half, job_.mscale, row, row + job_.half);
     positions_[slot] = position;
     computed_[slot] = true;
@@ -108,12 +117,71 @@ class BlockTables {
     return row;
   }
 
+  // Row for MRoPE token `slot` at positions (t, h, w): each pair's cos/sin from its component's
+  // row, merged once here for every head of the token. Equal positions (a text token) take the
+  // plain row as is.
+  const acc_t* mrope_row(int slot, int64_t t, int64_t h, int64_t w) {
+    if (t == h && t == w) return row(slot, t);
+    const acc_t* sources[kMropeComponents];
+    const int64_t positions[kMropeComponents] = {t, h, w};
+    const int64_t width = 2 * job_.half;
+    for (int c = 0; c < kMropeComponents; ++c) {
+      sources[c] = cache_row(positions[c]);
+      if (sources[c] == nullptr) {  // outside the cache (or float64): computed, into scratch
+        if (component_rows_.empty()) component_rows_.resize(kMropeComponents * width);
+        acc_t* computed = component_rows_.data() + c * width;
+        fill_cos_sin_row(positions[c], job_.frequencies, job_.half, job_.mscale, computed,
+                         computed + job_.half);
+        sources[c] = computed;
+      }
+    }
+    acc_t* merged = slot_row(slot);
+    merge(sources, merged, 0);
+    merge(sources, merged, job_.half);
+    computed_[slot] = false;  // not a plain row: no later token may reuse it as one
+    return merged;
+  }
+
   void start_block() { std::fill(computed_, computed_ + block_tokens_, false); }
 
  private:
+  // The cache row of `position`, or nullptr where the row must be computed.
+  const acc_t* cache_row(int64_t position) const {
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (position >= 0 && position < job_.cache_positions) {
+        return job_.cache + position * 2 * job_.half;
+      }
+    }
+    return nullptr;
+  }
+
+  acc_t* slot_row(int slot) {
+    if (scratch_.empty()) scratch_.resize(block_tokens_ * 2 * job_.half);  // only on a miss
+    return scratch_.data() + slot * 2 * job_.half;
+  }
+
+  // Columns [offset, offset + half) of `merged`: pair j's value from sources[component(j)].
+  void merge(const acc_t* const* sources, acc_t* merged, int64_t offset) const {
+    using Vec = at::vec::Vectorized<acc_t>;
+    const int64_t half = job_.half;
+    int64_t j = 0;
+    for (; j + Vec::size() <= half; j += Vec::size()) {
+      const Vec th = Vec::blendv(Vec::loadu(sources[0] + offset + j),
+                                 Vec::loadu(sources[1] + offset + j), Vec::loadu(&h_mask_[j]));
+      Vec::blendv(th, Vec::loadu(sources[2] + offset + j), Vec::loadu(&w_mask_[j]))
+          .store(merged + offset + j);
+    }
+    for (; j < half; ++j) {
+      merged[offset + j] = sources[mrope_component(job_.mrope, j)][offset + j];
+    }
+  }
+
   const RotateJob& job_;
   int64_t block_tokens_;
   std::vector<acc_t> scratch_;
+  std::vector<acc_t> component_rows_;
+  std::vector<acc_t> h_mask_;
+  std::vector<acc_t> w_mask_;
   int64_t positions_[kMaxBlock] = {};
   bool computed_[kMaxBlock] = {};
   const acc_t* rows_[kMaxBlock] = {};
@@ -147,6 +215,15 @@ int64_t read_position(const RotateJob& job, int64_t offset) {
   if (job.positions == nullptr) return offset;
   if (job.int32_positions) return static_cast<const int32_t*>(job.positions)[offset];
   return static_cast<const int64_t*>(job.positions)[offset];
+}
+
+// The cos/sin row of the token whose (t) position is at `offset`.
+template <typename acc_t>
+const acc_t* token_row(const RotateJob& job, BlockTables<acc_t>& tables, int slot, int64_t offset) {
+  if (!job.mrope.enabled) return tables.row(slot, read_position(job, offset));
+  const int64_t stride = job.mrope.component_stride;
+  return tables.mrope_row(slot, read_position(job, offset), read_position(job, offset + stride),
+                          read_position(job, offset + 2 * stride));
 }
 
 template <typename scalar_t, bool interleaved, bool inverse>
@@ -183,7 +260,7 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
     const int count = static_cast<int>(std::min(block_tokens, end - block));
     tables.start_block();
     for (int t = 0; t < count; ++t) {
-      rows[t] = tables.row(t, read_position(job, cursors[0].positions()));
+      rows[t] = token_row(job, tables, t, cursors[0].positions());
       prefetch(rows[t], 2 * job.half * sizeof(acc_t));
       for (int o = 0; o < job.num_operands; ++o) {
         in_offsets[o][t] = cursors[o].in();

@@ -14,6 +14,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <optional>
+#include <vector>
 
 #include "yarn_ext/library_anchor.h"
 
@@ -23,13 +24,16 @@ namespace yarn_ext::detail {
 inline at::Tensor call_rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                               const at::Tensor& inv_freq, double mscale,
                               const std::optional<at::Tensor>& positions, bool interleaved,
-                              bool inverse) {
+                              bool inverse, at::OptionalIntArrayRef mrope_section,
+                              bool mrope_interleaved) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("yarn_ext::rotate", "")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                            const std::optional<at::Tensor>&, bool, bool)>();
-  return op.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
+                            const std::optional<at::Tensor>&, bool, bool, at::OptionalIntArrayRef,
+                            bool)>();
+  return op.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse, mrope_section,
+                 mrope_interleaved);
 }
 
 class RotateFunction : public torch::autograd::Function<RotateFunction> {
@@ -37,26 +41,36 @@ class RotateFunction : public torch::autograd::Function<RotateFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
                             double mscale, const std::optional<at::Tensor>& positions,
-                            bool interleaved, bool inverse) {
+                            bool interleaved, bool inverse, at::OptionalIntArrayRef mrope_section,
+                            bool mrope_interleaved) {
     ctx->save_for_backward({cos_sin_cache, inv_freq, positions.value_or(at::Tensor())});
     ctx->saved_data["mscale"] = mscale;
     ctx->saved_data["interleaved"] = interleaved;
     ctx->saved_data["inverse"] = inverse;
-    return call_rotate(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
+    if (mrope_section.has_value()) ctx->saved_data["mrope_section"] = mrope_section->vec();
+    ctx->saved_data["mrope_interleaved"] = mrope_interleaved;
+    return call_rotate(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse,
+                       mrope_section, mrope_interleaved);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     // One gradient per forward argument: only x has one.
-    torch::autograd::variable_list grads(7);
+    torch::autograd::variable_list grads(9);
     const at::Tensor& grad = grad_outputs[0];
     if (!grad.defined()) return grads;
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     std::optional<at::Tensor> positions;
     if (saved[2].defined()) positions = saved[2];
-    grads[0] = RotateFunction::apply(grad, saved[0], saved[1], ctx->saved_data["mscale"].toDouble(),
-                                     positions, ctx->saved_data["interleaved"].toBool(),
-                                     !ctx->saved_data["inverse"].toBool());
+    // The same per-pair angles (MRoPE's included), negated: the transpose.
+    std::optional<std::vector<int64_t>> sections;
+    const auto found = ctx->saved_data.find("mrope_section");
+    if (found != ctx->saved_data.end()) sections = found->second.toIntVector();
+    grads[0] = RotateFunction::apply(
+        grad, saved[0], saved[1], ctx->saved_data["mscale"].toDouble(), positions,
+        ctx->saved_data["interleaved"].toBool(), !ctx->saved_data["inverse"].toBool(),
+        sections.has_value() ? at::OptionalIntArrayRef(*sections) : at::OptionalIntArrayRef(),
+        ctx->saved_data["mrope_interleaved"].toBool());
     return grads;
   }
 };

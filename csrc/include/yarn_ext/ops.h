@@ -35,19 +35,27 @@ inline at::Tensor build_cos_sin_cache(const at::Tensor& inv_freq, int64_t num_po
 // int64) broadcasts against x.shape[:-1]; without it, row s along dim -2 gets position s.
 // inverse = true rotates by -angle: the transpose of the forward (both scale by mscale), which is
 // its gradient. Differentiable (twice and more) with respect to x; the tables are not.
+//
+// MRoPE (Qwen2-VL and later): mrope_section gives how many frequencies follow each of a token's
+// t, h and w positions (summing to dim / 2), in runs or, with mrope_interleaved, t, h, w, t, ...
+// positions may then carry one more leading dimension of size 3 ([3, T, 1] for [T, H, D]);
+// plain positions mean three equal components.
 inline at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                          const at::Tensor& inv_freq, double mscale,
                          const std::optional<at::Tensor>& positions = std::nullopt,
-                         bool interleaved = false, bool inverse = false) {
+                         bool interleaved = false, bool inverse = false,
+                         at::OptionalIntArrayRef mrope_section = std::nullopt,
+                         bool mrope_interleaved = false) {
   const bool grad = c10::GradMode::is_enabled();
   TORCH_CHECK(!grad || (!cos_sin_cache.requires_grad() && !inv_freq.requires_grad()),
               "yarn_ext.rotate: cos_sin_cache and inv_freq are not differentiable (the rotation "
               "is differentiable with respect to x only); pass tables that do not require grad");
   if (grad && x.requires_grad()) {
     return detail::RotateFunction::apply(x, cos_sin_cache, inv_freq, mscale, positions, interleaved,
-                                         inverse);
+                                         inverse, mrope_section, mrope_interleaved);
   }
-  return detail::call_rotate(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
+  return detail::call_rotate(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse,
+                             mrope_section, mrope_interleaved);
 }
 
 // Rotates q and, when given, k in place in one call. Everything is validated before anything is
@@ -57,7 +65,9 @@ inline at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache,
 inline void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,
                            const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
                            double mscale, const std::optional<at::Tensor>& positions = std::nullopt,
-                           bool interleaved = false) {
+                           bool interleaved = false,
+                           at::OptionalIntArrayRef mrope_section = std::nullopt,
+                           bool mrope_interleaved = false) {
   const bool has_k = k.has_value() && k->defined();
   TORCH_CHECK(
       !c10::GradMode::is_enabled() || (!q.requires_grad() && !(has_k && k->requires_grad())),
@@ -68,8 +78,10 @@ inline void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("yarn_ext::rotate_inplace", "")
           .typed<void(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
-                      const at::Tensor&, double, const std::optional<at::Tensor>&, bool)>();
-  op.call(q, has_k ? k : std::nullopt, cos_sin_cache, inv_freq, mscale, positions, interleaved);
+                      const at::Tensor&, double, const std::optional<at::Tensor>&, bool,
+                      at::OptionalIntArrayRef, bool)>();
+  op.call(q, has_k ? k : std::nullopt, cos_sin_cache, inv_freq, mscale, positions, interleaved,
+          mrope_section, mrope_interleaved);
   if (!q.is_inference()) torch::autograd::impl::bump_version(q);
   if (has_k && !k->is_inference()) torch::autograd::impl::bump_version(*k);
 }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "yarn_ext/helper_math.h"
+#include "yarn_ext/mrope_section.h"
 
 namespace yarn_ext::policy {
 
@@ -49,6 +50,13 @@ struct ModuleConfig {
   std::optional<double> attention_factor;
   bool truncate = true;
   bool interleaved = false;
+  // MRoPE (core/mrope.h): the pairs that follow each of a token's t, h and w positions, in runs
+  // or interleaved; absent for plain RoPE.
+  std::optional<std::vector<int64_t>> mrope_section;
+  bool mrope_interleaved = false;
+  // What the attention's softmax scale is multiplied by (DeepSeek's mscale_all_dim correction,
+  // get_mscale(factor, mscale_all_dim)^2); stored for the model, not used by the rotation.
+  double softmax_scale_factor = 1.0;
 };
 
 // The constructor's value checks, so that a bad option fails at construction naming itself
@@ -74,6 +82,14 @@ inline void check_config(const ModuleConfig& config) {
     require(std::isfinite(*config.attention_factor), kModule,
             "attention_factor must be finite, got ", *config.attention_factor);
   }
+  if (config.mrope_section.has_value()) {
+    helper_math::check_mrope_section(kModule, *config.mrope_section, config.mrope_interleaved,
+                                     config.dim / 2);
+  } else {
+    require(!config.mrope_interleaved, kModule, "mrope_interleaved needs mrope_section");
+  }
+  require(std::isfinite(config.softmax_scale_factor) && config.softmax_scale_factor > 0, kModule,
+          "softmax_scale_factor must be a finite number > 0, got ", config.softmax_scale_factor);
 }
 
 // The tables a module should hold. new_frequencies: inv_freq = yarn_inv_freq at `scale`; else

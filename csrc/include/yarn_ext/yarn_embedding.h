@@ -8,8 +8,10 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+#include <c10/util/StringUtil.h>
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -61,6 +63,13 @@ struct YarnEmbeddingOptions {
   TORCH_ARG(std::optional<double>, attention_factor) = std::nullopt;  // overrides the mscale
   TORCH_ARG(bool, truncate) = true;
   TORCH_ARG(bool, interleaved) = false;  // GPT-J pairs (2i, 2i+1) instead of (i, i + dim/2)
+  // MRoPE (Qwen2-VL and later): the frequencies that follow each of a token's t, h and w
+  // positions (three counts summing to dim / 2), in runs or interleaved t, h, w, t, ...
+  TORCH_ARG(std::optional<std::vector<int64_t>>, mrope_section) = std::nullopt;
+  TORCH_ARG(bool, mrope_interleaved) = false;
+  // What the model's attention multiplies its softmax scale by (DeepSeek's mscale_all_dim
+  // correction); stored for the model, not used by the rotation.
+  TORCH_ARG(double, softmax_scale_factor) = 1.0;
 };
 
 class YarnEmbeddingImpl : public torch::nn::Module {
@@ -70,7 +79,8 @@ class YarnEmbeddingImpl : public torch::nn::Module {
   // x [..., S, D] (D >= dim) with YaRN applied to its first dim features. positions (int32 or
   // int64) broadcasts against x.shape[:-1]; without it row s along dim -2 gets position s and
   // seq_len defaults to S. A length past the cache grows it (dynamic YaRN, as in Python).
-  // Differentiable with respect to x.
+  // Differentiable with respect to x. With mrope_section, positions may carry the t, h and w
+  // components in one more leading dimension ([3, T, 1] for [T, H, D]).
   at::Tensor forward(const at::Tensor& x, std::optional<int64_t> seq_len = std::nullopt,
                      const std::optional<at::Tensor>& positions = std::nullopt);
 
@@ -84,6 +94,13 @@ class YarnEmbeddingImpl : public torch::nn::Module {
   std::pair<at::Tensor, at::Tensor> cos_sin(int64_t seq_len,
                                             std::optional<at::ScalarType> dtype = std::nullopt,
                                             std::optional<c10::Device> device = std::nullopt);
+
+  // (cos, sin) at `positions`, each positions.shape + [dim] (without the component dimension
+  // on an MRoPE module, where positions must be [3, ...]), as the rotation computes them;
+  // nothing grows. Python's cos_sin(positions=...).
+  std::pair<at::Tensor, at::Tensor> cos_sin_at(const at::Tensor& positions,
+                                               std::optional<at::ScalarType> dtype = std::nullopt,
+                                               std::optional<c10::Device> device = std::nullopt);
 
   // The current tables (copies of the handles: another thread may grow the module meanwhile).
   at::Tensor inv_freq() const { return current().inv_freq; }            // float64 [dim / 2]
@@ -124,6 +141,11 @@ class YarnEmbeddingImpl : public torch::nn::Module {
   // A snapshot of the tables, refused (std::runtime_error) where there are none.
   TableSet current() const;
   const TableSet& checked(const TableSet& tables) const;
+  // The MRoPE sections as the operators take them (none: plain RoPE).
+  at::OptionalIntArrayRef mrope() const {
+    if (!options.mrope_section().has_value()) return std::nullopt;
+    return at::IntArrayRef(*options.mrope_section());
+  }
   // The policy's cos_sin column map on `device`, made there once (under lock_).
   const at::Tensor& columns(c10::Device device);
 
@@ -193,6 +215,9 @@ inline policy::ModuleConfig YarnEmbeddingImpl::config() const {
   config.attention_factor = options.attention_factor();
   config.truncate = options.truncate();
   config.interleaved = options.interleaved();
+  config.mrope_section = options.mrope_section();
+  config.mrope_interleaved = options.mrope_interleaved();
+  config.softmax_scale_factor = options.softmax_scale_factor();
   return config;
 }
 
@@ -250,14 +275,14 @@ inline at::Tensor YarnEmbeddingImpl::forward(const at::Tensor& x, std::optional<
   const TableSet snapshot = current();
   if (!needed.has_value() || *needed <= snapshot.cos_sin_cache.size(0)) {
     return rotate(x, snapshot.cos_sin_cache, snapshot.inv_freq, snapshot.mscale, positions,
-                  options.interleaved());
+                  options.interleaved(), false, mrope(), options.mrope_interleaved());
   }
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
   std::optional<TableSet> grown_tables = grown(*needed);
   // A copy (two handles): a commit from this thread meanwhile cannot change what the call uses.
   const TableSet tables = grown_tables.has_value() ? *grown_tables : tables_;
   at::Tensor out = rotate(x, tables.cos_sin_cache, tables.inv_freq, tables.mscale, positions,
-                          options.interleaved());
+                          options.interleaved(), false, mrope(), options.mrope_interleaved());
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
   return out;
 }
@@ -270,7 +295,7 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> YarnEmbeddingImpl::rotat
   const TableSet snapshot = current();
   if (!needed.has_value() || *needed <= snapshot.cos_sin_cache.size(0)) {
     rotate_inplace(q, k, snapshot.cos_sin_cache, snapshot.inv_freq, snapshot.mscale, positions,
-                   options.interleaved());
+                   options.interleaved(), mrope(), options.mrope_interleaved());
     return {std::move(q), std::move(k)};
   }
   const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
@@ -278,7 +303,7 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> YarnEmbeddingImpl::rotat
   // A copy (two handles): a commit from this thread meanwhile cannot change what the call uses.
   const TableSet tables = grown_tables.has_value() ? *grown_tables : tables_;
   rotate_inplace(q, k, tables.cos_sin_cache, tables.inv_freq, tables.mscale, positions,
-                 options.interleaved());
+                 options.interleaved(), mrope(), options.mrope_interleaved());
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
   return {std::move(q), std::move(k)};
 }
@@ -304,6 +329,42 @@ inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(
   std::pair<at::Tensor, at::Tensor> result{finish(0), finish(dim)};
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);
   return result;
+}
+
+inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin_at(
+    const at::Tensor& positions, std::optional<at::ScalarType> dtype,
+    std::optional<c10::Device> device) {
+  const bool is_mrope = options.mrope_section().has_value();
+  if (is_mrope && (positions.dim() < 1 || positions.size(0) != 3)) {
+    throw std::invalid_argument(
+        "YarnEmbedding.cos_sin: on an MRoPE embedding positions must carry the t, h and w "
+        "components first ([3, ...]), got shape " +
+        c10::str(positions.sizes()));
+  }
+  const TableSet tables = current();
+  const int64_t dim = options.dim();
+  // Rotating the unit vector (1, 0) of every pair gives (mscale cos, mscale sin) exactly, from
+  // the cache or the float64 math, MRoPE included: the rotation's own values.
+  at::Tensor unit = at::zeros({dim}, tables.inv_freq.options().dtype(at::kFloat));
+  unit.narrow(0, 0, dim / 2).fill_(1);
+  std::vector<int64_t> shape(positions.sizes().begin() + (is_mrope ? 1 : 0),
+                             positions.sizes().end());
+  shape.push_back(1);
+  shape.push_back(dim);
+  const at::Tensor rotated =
+      rotate(unit.expand(shape), tables.cos_sin_cache, tables.inv_freq, tables.mscale,
+             positions.unsqueeze(-1), false, false, mrope(), options.mrope_interleaved())
+          .squeeze(-2);
+  at::Tensor index;
+  {
+    const std::lock_guard<std::recursive_mutex> guard(lock_.mutex);
+    index = columns(rotated.device());
+  }
+  auto finish = [&](int64_t first) {
+    const at::Tensor t = rotated.index_select(-1, index.narrow(0, first, dim));
+    return t.to(device.value_or(t.device()), dtype.value_or(t.scalar_type()));
+  };
+  return {finish(0), finish(dim)};
 }
 
 inline void YarnEmbeddingImpl::to(c10::Device device, bool non_blocking) {
@@ -334,7 +395,15 @@ inline void YarnEmbeddingImpl::pretty_print(std::ostream& stream) const {
   } else {
     stream << ", no tables";
   }
-  stream << ", interleaved=" << (options.interleaved() ? "true" : "false") << ")";
+  stream << ", interleaved=" << (options.interleaved() ? "true" : "false");
+  if (options.mrope_section().has_value()) {
+    stream << ", mrope_section=" << c10::IntArrayRef(*options.mrope_section())
+           << ", mrope_interleaved=" << (options.mrope_interleaved() ? "true" : "false");
+  }
+  if (options.softmax_scale_factor() != 1.0) {
+    stream << ", softmax_scale_factor=" << options.softmax_scale_factor();
+  }
+  stream << ")";
 }
 
 }  // namespace yarn_ext

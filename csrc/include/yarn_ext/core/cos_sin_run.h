@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "yarn_ext/core/macros.h"
+#include "yarn_ext/core/mrope.h"
 #include "yarn_ext/core/rotation.h"
 #include "yarn_ext/core/yarn_math.h"
 
@@ -24,7 +25,8 @@ struct CosSinTables {
   const double* frequencies;  // [half], float64
   int64_t half;
   double mscale;
-  bool inverse;  // rotate by -angle (sin negated): the transpose, used by the backward
+  bool inverse;       // rotate by -angle (sin negated): the transpose, used by the backward
+  MropeLayout mrope;  // which position each pair turns with (enabled: false for plain RoPE)
 };
 
 // The position at element `offset` of an int32 or int64 positions tensor; without one
@@ -60,24 +62,63 @@ YARN_DEVICE_NOINLINE YARN_HOST_DEVICE CosSinRun<acc_t, kVec> computed_cos_sin(
   return run;
 }
 
-// cos/sin of pairs [first, first + kVec) at `position`, sin negated for the inverse rotation
-// (exact, so the inverse is the forward's transpose to the bit). From the cache when the
-// position is inside it and the arithmetic is float32 (float64 inputs always use the float64
-// math: the cache holds float32).
+// cos/sin of pairs [first, first + kVec) at `position`, without the inverse's sign. From the
+// cache when the position is inside it and the arithmetic is float32 (float64 inputs always use
+// the float64 math: the cache holds float32). A computed value is the cache's value to the bit
+// (the cache is built from the same math), so which source serves a position never shows.
 template <typename acc_t, int kVec>
-YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> load_cos_sin(const CosSinTables& tables,
-                                                            int64_t position, int64_t first) {
-  CosSinRun<acc_t, kVec> run;
+YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> forward_cos_sin(const CosSinTables& tables,
+                                                               int64_t position, int64_t first) {
   if constexpr (std::is_same_v<acc_t, float>) {
     if (position >= 0 && position < tables.cache_positions) {
+      CosSinRun<acc_t, kVec> run;
       const float* row = tables.cache + position * 2 * tables.half + first;
       rotation::load<kVec>(row, run.cos);
       rotation::load<kVec>(row + tables.half, run.sin);
-    } else {
-      run = computed_cos_sin<acc_t, kVec>(position, tables.frequencies + first, tables.mscale);
+      return run;
     }
+  }
+  return computed_cos_sin<acc_t, kVec>(position, tables.frequencies + first, tables.mscale);
+}
+
+// The same for an MRoPE token at positions (t, h, w): pair first + j turns with the position of
+// its component. A text token (three equal positions) reads as plain RoPE does - the same bits,
+// and the vector loads; otherwise pair by pair, from three scalars (an array indexed at run time
+// would live in local memory on the GPU).
+template <typename acc_t, int kVec>
+YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> forward_mrope_cos_sin(const CosSinTables& tables,
+                                                                     int64_t t, int64_t h,
+                                                                     int64_t w, int64_t first) {
+  if (t == h && t == w) return forward_cos_sin<acc_t, kVec>(tables, t, first);
+  CosSinRun<acc_t, kVec> run;
+  YARN_UNROLL
+  for (int j = 0; j < kVec; ++j) {
+    const int component = mrope_component(tables.mrope, first + j);
+    const int64_t position = component == 0 ? t : (component == 1 ? h : w);
+    const CosSinRun<acc_t, 1> one = forward_cos_sin<acc_t, 1>(tables, position, first + j);
+    run.cos[j] = one.cos[0];
+    run.sin[j] = one.sin[0];
+  }
+  return run;
+}
+
+// cos/sin of pairs [first, first + kVec) of the token whose position is at element `offset` of
+// `positions` (its h and w positions follow at the MRoPE component stride), sin negated for the
+// inverse rotation (exact, so the inverse is the forward's transpose to the bit).
+template <typename acc_t, int kVec>
+YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> load_cos_sin(const CosSinTables& tables,
+                                                            const void* positions,
+                                                            bool int32_positions, int64_t offset,
+                                                            int64_t first) {
+  const int64_t t = position_at(positions, int32_positions, offset);
+  CosSinRun<acc_t, kVec> run;
+  if (tables.mrope.enabled) {
+    const int64_t stride = tables.mrope.component_stride;
+    const int64_t h = position_at(positions, int32_positions, offset + stride);
+    const int64_t w = position_at(positions, int32_positions, offset + 2 * stride);
+    run = forward_mrope_cos_sin<acc_t, kVec>(tables, t, h, w, first);
   } else {
-    run = computed_cos_sin<acc_t, kVec>(position, tables.frequencies + first, tables.mscale);
+    run = forward_cos_sin<acc_t, kVec>(tables, t, first);
   }
   if (tables.inverse) {
     YARN_UNROLL

@@ -66,8 +66,8 @@ YARN_HOST_DEVICE inline void rotate_work_item(const RotateArgs<scalar_t>& args, 
   if (item < args.rotate_items) {
     const int64_t first = item * kVec;
     const int64_t half = args.tables.half;
-    const int64_t position = position_at(op.positions, args.int32_positions, offsets[kPositions]);
-    const CosSinRun<acc_t, kVec> cs = load_cos_sin<acc_t, kVec>(args.tables, position, first);
+    const CosSinRun<acc_t, kVec> cs = load_cos_sin<acc_t, kVec>(
+        args.tables, op.positions, args.int32_positions, offsets[kPositions], first);
     // x after cos/sin: loaded before, it would be live across the out-of-line float64 call and
     // spill at the register budget.
     const auto runs =

@@ -137,8 +137,8 @@ YARN_HOST_DEVICE inline void rotate_token_thread(const TokenRotateArgs<scalar_t>
   if (item < args.rotate_items) {
     const int64_t first = int64_t{item} * kVec;
     const int64_t offset = outer * args.position_strides[0] + inner * args.position_strides[1];
-    const int64_t position = position_at(args.positions, args.int32_positions, offset);
-    const CosSinRun<acc_t, kVec> cs = load_cos_sin<acc_t, kVec>(args.tables, position, first);
+    const CosSinRun<acc_t, kVec> cs =
+        load_cos_sin<acc_t, kVec>(args.tables, args.positions, args.int32_positions, offset, first);
     for_each_slice_part(
         args, block_y, [&](const TokenOperand<scalar_t>& op, int32_t begin, int32_t end) {
           const scalar_t* in = token_input(op, outer, inner, begin);
