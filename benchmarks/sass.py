@@ -145,6 +145,7 @@ class Function:
     name: str
     body: list[Instruction] = field(default_factory=list)
     callees: list[Instruction] = field(default_factory=list)
+    callee_sizes: dict[str, int] = field(default_factory=dict)  # instructions per callee label
     labels: dict[str, int] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
 
@@ -164,6 +165,7 @@ def parse_listing(text: str, arch: str) -> dict[str, Function]:
     functions: dict[str, Function] = {}
     current: Function | None = None
     in_callee = False
+    callee = ""
     pending: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
@@ -176,6 +178,7 @@ def parse_listing(text: str, arch: str) -> dict[str, Function]:
             continue
         if stripped.startswith("$") and stripped.endswith(":"):
             in_callee = True  # a called function, placed after the kernel in its section
+            callee = stripped[1:-1]
             continue
         label = LABEL.match(stripped)
         if label:
@@ -195,6 +198,8 @@ def parse_listing(text: str, arch: str) -> dict[str, Function]:
             current.labels[name] = instruction.address
         pending = []
         (current.callees if in_callee else current.body).append(instruction)
+        if in_callee:
+            current.callee_sizes[callee] = current.callee_sizes.get(callee, 0) + 1
     return functions
 
 
@@ -291,6 +296,9 @@ class Row:
     local_instructions: int  # LDL/STL in the kernel and its callees
     per_item: float | None = None  # rotate loop, instructions per 16-byte item
     setup: int | None = None  # fast path: instructions outside its loops, at most
+    # the out-of-line MRoPE gather (core/cos_sin_run.h, mrope_pairs_cos_sin) an image token's
+    # thread runs once in its setup, both its sides; None where the build has none
+    mrope: int | None = None
     rotation_ops: str = ""
     fused: int = 0  # FFMA/DFMA in the kernel (callees apart): the rotation rounds each op alone
     vector: bool = False  # 16-byte work items: every global access of a rotate loop is 128-bit
@@ -300,6 +308,13 @@ class Row:
         if self.per_item is None or self.setup is None:
             return None
         return self.per_item + self.setup / heads
+
+    def mrope_at_heads(self, heads: int) -> float | None:
+        """Per item for an MRoPE token whose positions differ: its setup runs the gather too."""
+        plain = self.at_heads(heads)
+        if plain is None or self.mrope is None:
+            return None
+        return plain + self.mrope / heads
 
 
 def variant_of(demangled: str) -> str:
@@ -368,12 +383,22 @@ def analyse(function: Function, demangled: str) -> Row:
     )
     if row.fused:
         row.problems.append(f"{row.fused} fused multiply-adds in the kernel")
+    # the gather alone: its rare path (a position outside the cache, float64 inputs) goes pair by
+    # pair through mrope_cos_sin_by_pair and the float64 math, out of line and not counted, as
+    # the plain path's computed_cos_sin is not
+    gathers = [
+        size for name, size in function.callee_sizes.items() if "mrope_pairs_cos_sin" in name
+    ]
+    row.mrope = sum(gathers) if gathers else None
     if row.kernel == "rotate_tokens_kernel":
         inside = {i.address for loop in every_loop for i in loop.instructions}
         row.setup = sum(1 for i in function.body if i.address not in inside)
         worst_case = row.at_heads(min(HEADS_PER_THREAD))
         if worst_case is not None and worst_case > MAX_PER_ITEM:
             row.problems.append(f"{worst_case:.0f} instructions per item > {MAX_PER_ITEM}")
+        mrope_case = row.mrope_at_heads(min(HEADS_PER_THREAD))
+        if mrope_case is not None and mrope_case > MAX_PER_ITEM:
+            row.problems.append(f"MRoPE: {mrope_case:.0f} instructions per item > {MAX_PER_ITEM}")
     return row
 
 
@@ -389,12 +414,14 @@ def report(rows: list[Row]) -> list[str]:
         "path of its grid-stride loop (index decoding, both position widths, the row-offset loop "
         "once; calls not followed), an upper bound, not held to the budget. setup: the token "
         "path's instructions outside its loops, at most; per item @H heads = loop/item + "
-        "setup / H.",
+        "setup / H. mrope: the out-of-line MRoPE gather an image token's thread runs in its "
+        f"setup (text tokens skip it); MRoPE @{HEADS_PER_THREAD[0]} = per item @"
+        f"{HEADS_PER_THREAD[0]} heads + mrope / {HEADS_PER_THREAD[0]}.",
         "",
         "| arch | kernel | variant | regs | stack | local | LDL/STL | loop/item | setup "
         f"| per item @{HEADS_PER_THREAD[0]} heads | @{HEADS_PER_THREAD[1]} | % H200 | % H100 "
-        "| rotation ops (worst loop) | ok |",
-        "|" + "---|" * 15,
+        f"| mrope | MRoPE @{HEADS_PER_THREAD[0]} | rotation ops (worst loop) | ok |",
+        "|" + "---|" * 17,
     ]
     for r in rows:
         at_few, at_many = (r.at_heads(h) for h in HEADS_PER_THREAD)
@@ -421,6 +448,8 @@ def report(rows: list[Row]) -> list[str]:
             num(at_many),
             share(headline, b200),
             share(headline, b100),
+            num(r.mrope),
+            num(r.mrope_at_heads(HEADS_PER_THREAD[0])),
             r.rotation_ops or "-",
             "ok" if not r.problems else "; ".join(r.problems),
         ]

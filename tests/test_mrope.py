@@ -116,9 +116,11 @@ def test_equal_components_are_plain_rope_bit_for_bit(layout, dtype) -> None:
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("fast", [True, False])
-def test_cuda_emulation_equals_the_cpu_kernel(layout, dtype, fast) -> None:
+@pytest.mark.parametrize("cached", [True, False])
+def test_cuda_emulation_equals_the_cpu_kernel(layout, dtype, fast, cached) -> None:
     """The CUDA kernels' index and cos/sin arithmetic, run on the CPU: the token path (fast)
-    and the generic one (a transposed view), out of place and in place."""
+    and the generic one (a transposed view), out of place and in place; the gather of three
+    cached rows (cached) and the pair-by-pair path that positions outside the cache take."""
     dim, head, sections, mrope_interleaved = LAYOUTS[layout]
     cache, inv_freq, mscale = tables(dim)
     mrope = {"mrope_section": sections, "mrope_interleaved": mrope_interleaved}
@@ -126,6 +128,8 @@ def test_cuda_emulation_equals_the_cpu_kernel(layout, dtype, fast) -> None:
     if not fast:
         x = randn(head, 6, 23, dtype=dtype).permute(2, 1, 0)
     positions = thw(23, 1)
+    if cached:
+        positions = torch.randint(0, CACHED, (3, 23, 1), generator=torch.Generator().manual_seed(4))
     out, launches = hooks.emulate_cuda_rotate(x, cache, inv_freq, mscale, positions, False, **mrope)
     want = ops.rotate(x, cache, inv_freq, mscale, positions, False, False, *mrope.values())
     assert torch.equal(out, want)

@@ -82,6 +82,8 @@ def cache_build(inv_freq, num_positions=4, mscale=1.0):
 
 
 _c, _f = tables()
+_f514 = yarn_ext.yarn_inv_freq(514)
+_c514 = yarn_ext.ops.build_cos_sin_cache(_f514, 4, 1.0)
 _x = randn(4, 2, 16)
 _fused = randn(4, 6, 48)
 _q = randn(4, 2, 16)
@@ -138,6 +140,7 @@ BAD: dict[str, Callable[[], tuple[str, tuple]]] = {
     "mrope section count": rotate(_x, positions=thw(4, 1), mrope=[4, 4]),
     "mrope section sum": rotate(_x, mrope=[2, 2, 2]),
     "mrope section negative": rotate(_x, mrope=[-1, 5, 4]),
+    "mrope too many pairs": rotate(randn(2, 2, 514), _c514, _f514, mrope=[257, 0, 0]),
     "mrope interleaved fit": rotate(_x, mrope=[0, 5, 3], mrope_interleaved=True),
     "mrope positions on plain call": rotate(_x, positions=thw(4, 1)),
     "mrope components": rotate(_x, positions=thw(4, 1)[:2], mrope=[2, 3, 3]),

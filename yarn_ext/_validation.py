@@ -22,6 +22,8 @@ from yarn_ext._overlap import Overlap, self_overlap, views_overlap
 
 # Must equal kMaxRowDims (csrc/include/yarn_ext/core/strided_rows.h).
 MAX_ROW_DIMS = 12
+# Must equal kMropeMaxPairs (csrc/include/yarn_ext/core/mrope.h).
+MROPE_MAX_PAIRS = 256
 
 _DTYPE_NAMES = {
     torch.float32: "float32",
@@ -166,6 +168,8 @@ def check_mrope_section(
         )
     if any(s < 0 for s in sections) or sum(sections) != half:
         _fail(op, "mrope_section must be non-negative and sum to dim / 2 = ", half, ", got ", text)
+    if half > MROPE_MAX_PAIRS:
+        _fail(op, "MRoPE supports up to dim / 2 = ", MROPE_MAX_PAIRS, " pairs, got ", half)
     for c in (1, 2):
         if interleaved and sections[c] != 0 and not c + 3 * (sections[c] - 1) < half:
             _fail(

@@ -14,9 +14,10 @@
 
 namespace yarn_ext::helper_math {
 
-// Three non-negative pair counts summing to `half` (dim / 2) and, interleaved, each component's
-// pairs inside the head; else std::invalid_argument("<fn>: ..."). Returns the layout, its
-// component stride 0 (the operators set it from the positions).
+// Three non-negative pair counts summing to `half` (dim / 2, at most kMropeMaxPairs) and,
+// interleaved, each component's pairs inside the head; else std::invalid_argument("<fn>: ...").
+// Returns the layout as the kernels read it (core/mrope.h), its component stride 0 (the
+// operators set it from the positions).
 inline MropeLayout check_mrope_section(const char* fn, const std::vector<int64_t>& sections,
                                        bool interleaved, int64_t half) {
   std::string text = "[";
@@ -35,17 +36,29 @@ inline MropeLayout check_mrope_section(const char* fn, const std::vector<int64_t
           text);
   require(non_negative && sum == half, fn,
           "mrope_section must be non-negative and sum to dim / 2 = ", half, ", got ", text);
+  require(half <= kMropeMaxPairs, fn, "MRoPE supports up to dim / 2 = ", kMropeMaxPairs,
+          " pairs, got ", half);
+  for (int c = 1; c < kMropeComponents; ++c) {
+    const int64_t count = sections[static_cast<size_t>(c)];
+    // Interleaved, component c's pairs are c, c + 3, ...: its last one must be inside the head.
+    require(!interleaved || count == 0 || c + 3 * (count - 1) < half, fn, "mrope_section ", text,
+            " does not fit dim / 2 = ", half, " pairs interleaved: component ", c, "'s pairs ", c,
+            ", ", c + 3, ", ... run past the last pair");
+  }
   MropeLayout layout{};
   layout.enabled = true;
-  layout.interleaved = interleaved;
-  for (int c = 0; c < kMropeComponents; ++c) {
-    const int64_t count = sections[static_cast<size_t>(c)];
-    layout.sections[c] = static_cast<int32_t>(count);
-    // Interleaved, component c's pairs are c, c + 3, ...: its last one must be inside the head.
-    require(!interleaved || c == 0 || count == 0 || c + 3 * (count - 1) < half, fn,
-            "mrope_section ", text, " does not fit dim / 2 = ", half,
-            " pairs interleaved: component ", c, "'s pairs ", c, ", ", c + 3,
-            ", ... run past the last pair");
+  const int64_t h_start = sections[0], w_start = sections[0] + sections[1];
+  for (int64_t pair = 0; pair < half; ++pair) {
+    int component = 0;
+    if (interleaved) {
+      const int r = static_cast<int>(pair % kMropeComponents);
+      if (r > 0 && pair < 3 * sections[static_cast<size_t>(r)]) component = r;
+    } else {
+      component = pair < h_start ? 0 : (pair < w_start ? 1 : 2);
+    }
+    const uint64_t bit = uint64_t{1} << (pair % 64);
+    if (component == 1) layout.h_pairs[pair / 64] |= bit;
+    if (component == 2) layout.w_pairs[pair / 64] |= bit;
   }
   return layout;
 }

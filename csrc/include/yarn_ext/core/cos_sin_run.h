@@ -62,44 +62,100 @@ YARN_DEVICE_NOINLINE YARN_HOST_DEVICE CosSinRun<acc_t, kVec> computed_cos_sin(
   return run;
 }
 
-// cos/sin of pairs [first, first + kVec) at `position`, without the inverse's sign. From the
-// cache when the position is inside it and the arithmetic is float32 (float64 inputs always use
-// the float64 math: the cache holds float32). A computed value is the cache's value to the bit
-// (the cache is built from the same math), so which source serves a position never shows.
+// Whether `position` has a cache row (the cache holds float32: float64 inputs never read it).
+template <typename acc_t>
+YARN_HOST_DEVICE inline bool cached(const CosSinTables& tables, int64_t position) {
+  // One unsigned comparison: a negative position becomes a huge one.
+  return std::is_same_v<acc_t, float> &&
+         static_cast<uint64_t>(position) < static_cast<uint64_t>(tables.cache_positions);
+}
+
+// cos/sin of pairs [first, first + kVec) from the cache row of `position` (cached<float>).
+template <int kVec>
+YARN_HOST_DEVICE inline CosSinRun<float, kVec> cache_cos_sin(const CosSinTables& tables,
+                                                             int64_t position, int64_t first) {
+  CosSinRun<float, kVec> run;
+  const float* row = tables.cache + position * 2 * tables.half + first;
+  rotation::load<kVec>(row, run.cos);
+  rotation::load<kVec>(row + tables.half, run.sin);
+  return run;
+}
+
+// cos/sin of pairs [first, first + kVec) at `position`, without the inverse's sign: from the
+// cache where it has the row, else from the float64 math. A computed value is the cache's value
+// to the bit (the cache is built from the same math), so which source serves never shows.
 template <typename acc_t, int kVec>
 YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> forward_cos_sin(const CosSinTables& tables,
                                                                int64_t position, int64_t first) {
   if constexpr (std::is_same_v<acc_t, float>) {
-    if (position >= 0 && position < tables.cache_positions) {
-      CosSinRun<acc_t, kVec> run;
-      const float* row = tables.cache + position * 2 * tables.half + first;
-      rotation::load<kVec>(row, run.cos);
-      rotation::load<kVec>(row + tables.half, run.sin);
-      return run;
-    }
+    if (cached<acc_t>(tables, position)) return cache_cos_sin<kVec>(tables, position, first);
   }
   return computed_cos_sin<acc_t, kVec>(position, tables.frequencies + first, tables.mscale);
 }
 
-// The same for an MRoPE token at positions (t, h, w): pair first + j turns with the position of
-// its component. A text token (three equal positions) reads as plain RoPE does - the same bits,
-// and the vector loads; otherwise pair by pair, from three scalars (an array indexed at run time
-// would live in local memory on the GPU).
+// The position of the component of pair j of an item whose component bits are `h` and `w`:
+// three scalars picked by predicates (an array indexed at run time would live in local memory
+// on the GPU).
+YARN_HOST_DEVICE inline int64_t component_position(uint64_t h, uint64_t w, int j, int64_t t_pos,
+                                                   int64_t h_pos, int64_t w_pos) {
+  return ((h >> j) & 1) ? h_pos : (((w >> j) & 1) ? w_pos : t_pos);
+}
+
+// MRoPE pairs [first, first + kVec) one at a time, from the cache or the float64 math: for
+// tokens with a position outside the cache (and float64 inputs), rare as such positions are.
 template <typename acc_t, int kVec>
-YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> forward_mrope_cos_sin(const CosSinTables& tables,
-                                                                     int64_t t, int64_t h,
-                                                                     int64_t w, int64_t first) {
-  if (t == h && t == w) return forward_cos_sin<acc_t, kVec>(tables, t, first);
+YARN_DEVICE_NOINLINE YARN_HOST_DEVICE CosSinRun<acc_t, kVec> mrope_cos_sin_by_pair(
+    const CosSinTables& tables, int64_t t, int64_t h, int64_t w, int64_t first) {
+  const uint64_t h_bits = mrope_bits(tables.mrope.h_pairs, first);
+  const uint64_t w_bits = mrope_bits(tables.mrope.w_pairs, first);
   CosSinRun<acc_t, kVec> run;
   YARN_UNROLL
   for (int j = 0; j < kVec; ++j) {
-    const int component = mrope_component(tables.mrope, first + j);
-    const int64_t position = component == 0 ? t : (component == 1 ? h : w);
+    const int64_t position = component_position(h_bits, w_bits, j, t, h, w);
     const CosSinRun<acc_t, 1> one = forward_cos_sin<acc_t, 1>(tables, position, first + j);
     run.cos[j] = one.cos[0];
     run.sin[j] = one.sin[0];
   }
   return run;
+}
+
+// cos/sin of pairs [first, first + kVec) of an MRoPE token whose t, h and w positions differ
+// (an image or video token): pair first + j turns with the position of its component. With the
+// three rows in the cache, the item's run of each (vector loads, cached across the heads) and a
+// pick per pair; else pair by pair. Out of line on the GPU, as the float64 math is: a text token
+// (equal positions) never runs it, and inlined it would weigh on the setup of every thread of
+// the token path (benchmarks/sass.py counts it apart, as "mrope").
+template <typename acc_t, int kVec>
+YARN_DEVICE_NOINLINE YARN_HOST_DEVICE CosSinRun<acc_t, kVec> mrope_pairs_cos_sin(
+    const CosSinTables& tables, int64_t t, int64_t h, int64_t w, int64_t first) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (cached<acc_t>(tables, t) && cached<acc_t>(tables, h) && cached<acc_t>(tables, w)) {
+      const uint64_t h_bits = mrope_bits(tables.mrope.h_pairs, first);
+      const uint64_t w_bits = mrope_bits(tables.mrope.w_pairs, first);
+      const CosSinRun<float, kVec> at_t = cache_cos_sin<kVec>(tables, t, first);
+      const CosSinRun<float, kVec> at_h = cache_cos_sin<kVec>(tables, h, first);
+      const CosSinRun<float, kVec> at_w = cache_cos_sin<kVec>(tables, w, first);
+      CosSinRun<acc_t, kVec> run;
+      YARN_UNROLL
+      for (int j = 0; j < kVec; ++j) {
+        const bool use_h = (h_bits >> j) & 1, use_w = (w_bits >> j) & 1;
+        run.cos[j] = use_h ? at_h.cos[j] : (use_w ? at_w.cos[j] : at_t.cos[j]);
+        run.sin[j] = use_h ? at_h.sin[j] : (use_w ? at_w.sin[j] : at_t.sin[j]);
+      }
+      return run;
+    }
+  }
+  return mrope_cos_sin_by_pair<acc_t, kVec>(tables, t, h, w, first);
+}
+
+// The same for any MRoPE token: a text token (three equal positions) reads as plain RoPE does -
+// the same bits, and the same loads.
+template <typename acc_t, int kVec>
+YARN_HOST_DEVICE inline CosSinRun<acc_t, kVec> forward_mrope_cos_sin(const CosSinTables& tables,
+                                                                     int64_t t, int64_t h,
+                                                                     int64_t w, int64_t first) {
+  if (t == h && t == w) return forward_cos_sin<acc_t, kVec>(tables, t, first);
+  return mrope_pairs_cos_sin<acc_t, kVec>(tables, t, h, w, first);
 }
 
 // cos/sin of pairs [first, first + kVec) of the token whose position is at element `offset` of
