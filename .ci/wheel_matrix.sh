@@ -18,7 +18,7 @@ work="$(realpath "${1:?usage: wheel_matrix.sh WORK_DIR WHEEL}")"
 wheel="$(realpath "${2:?usage: wheel_matrix.sh WORK_DIR WHEEL}")"
 cd "$(dirname "$0")/.."
 repo="$PWD"
-MATRIX_TESTS=(test_rotate.py test_module.py test_autograd.py test_compile.py test_opcheck.py
+MATRIX_TESTS=(test_rotate.py test_module.py test_autograd.py test_compile.py test_opcheck.py test_mrope.py
   test_meta.py test_errors.py test_validation_parity.py test_module_parity.py test_helpers.py
   test_accuracy.py test_aliasing.py test_meta_init.py)
 

@@ -6,6 +6,8 @@
 Measures, in one run, so that every ratio compares figures taken side by side:
   - in-place q+k rotation throughput against tokens: yarn_ext, eager PyTorch, torch.compile,
     the copy of the same bytes (the roofline) and, on CUDA, FlashInfer / Liger-Kernel if installed;
+  - MRoPE (the Qwen3.5 and Qwen3-VL shapes, benchmarks/mrope.py) beside plain RoPE and
+    transformers' eager MRoPE path;
   - cos/sin cache construction time against length: yarn_ext and the float32 construction;
   - max |error| of cos/sin against float64 math by position up to 2^20 (on the CPU; the tables
     are the same on every device).
@@ -28,6 +30,7 @@ from .accuracy import error_by_position
 from .common import BASE, HEAD_DIM, ORIGINAL, SCALE, machine
 from .construction import bench_construction
 from .layouts import bench_layouts, layout_table
+from .mrope import SHAPES, bench_mrope, mrope_table
 from .rotation import MAX_POSITION, bench_one_token_call, bench_rotation
 
 HEADLINE_TOKENS = 4096
@@ -48,6 +51,9 @@ SETTINGS = {
     ),
 }
 QUICK = ([torch.float32], [1, 64], [1024, 4096], [64])
+# tokens of the MRoPE table (bfloat16)
+MROPE_TOKENS = {"cpu": [16, 256, 4096], "cuda": [16, 4096, 16384]}
+MROPE_QUICK = [16]
 LAYOUT_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
@@ -90,9 +96,11 @@ def headline(
     construction: list[dict],
     accuracy: list[dict],
     layouts: list[dict],
+    mrope: list[dict],
 ) -> list[str]:
     """The issue's targets, as measured: at HEADLINE_TOKENS (or the largest measured), the
-    one-token call, the cache at CACHE_LENGTH (or the largest) and the error at the top position."""
+    one-token call, MRoPE against plain RoPE and transformers, the cache at CACHE_LENGTH (or the
+    largest) and the error at the top position."""
     lines = ["| figure | measured |", "|---|---|"]
     for dtype in sorted({r["dtype"] for r in rows}):
         series = [r for r in rows if r["dtype"] == dtype]
@@ -116,6 +124,16 @@ def headline(
             f"{100 * worst['copy_us'] / worst['yarn_ext_us']:.0f}% of the copy (lowest: "
             f"{worst['layout']}, {worst['tokens']} tokens) |"
         )
+    for shape in dict.fromkeys(r["shape"] for r in mrope):
+        series = [r for r in mrope if r["shape"] == shape]
+        big = min(series, key=lambda r: abs(r["tokens"] - HEADLINE_TOKENS))
+        text = (
+            f"{big['mrope_us'] / big['rope_us']:.2f}x plain RoPE's time (image positions), "
+            f"{big['scattered_us'] / big['rope_us']:.2f}x (scattered)"
+        )
+        if "transformers_us" in big:
+            text += f"; {big['transformers_us'] / big['mrope_us']:.1f}x transformers' eager MRoPE"
+        lines.append(f"| {shape} MRoPE, {big['tokens']} tokens, in-place q+k | {text} |")
     cache = max(construction, key=lambda r: r["length"])
     lines.append(
         f"| cache {cache['length']} x {HEAD_DIM} | {cache['yarn_ext_us'] / 1e3:.2f} ms vs float32 "
@@ -189,6 +207,12 @@ def main() -> None:
     ]
     if layouts:
         print("\n".join(layout_table(layouts)), flush=True)
+    mrope = [
+        bench_mrope(device, torch.bfloat16, n, shape, min_time)
+        for shape in SHAPES
+        for n in (MROPE_QUICK if args.quick else MROPE_TOKENS[device])
+    ]
+    print("\n".join(mrope_table(mrope)), flush=True)
     construction = bench_construction(device, lengths, min_time)
     top = 2**12 if args.quick else 2**20
     accuracy = error_by_position(HEAD_DIM, BASE, SCALE, ORIGINAL, top=top)
@@ -200,7 +224,7 @@ def main() -> None:
         "",
         "## Headline",
         "",
-        *headline(rows, calls, construction, accuracy, layouts),
+        *headline(rows, calls, construction, accuracy, layouts, mrope),
         "",
         "## In-place q+k rotation (32 q + 8 k heads, head_dim 128, random positions)",
         "",
@@ -216,6 +240,17 @@ def main() -> None:
             if layouts
             else []
         ),
+        "## MRoPE beside plain RoPE (in place, q+k, bfloat16)",
+        "",
+        "Qwen3.5: 16 q + 4 kv heads, head_dim 256, rotary dim 64, sections [11, 11, 10] "
+        "interleaved; Qwen3-VL: 32 q + 8 kv heads, head_dim 128, sections [24, 20, 20] "
+        "interleaved. RoPE: the same call with plain random positions. MRoPE: image positions "
+        "(patch grids of up to 32 x 32); scattered: a random t per token with h and w near it "
+        "(three cache misses per token). transformers: its rotary class and apply function. The "
+        "copy moves the rotated features of q and k.",
+        "",
+        *mrope_table(mrope),
+        "",
         "## Cache construction (head_dim 128)",
         "",
         "| positions | yarn_ext ms | float32 construction ms | speed-up |",
@@ -248,6 +283,7 @@ def main() -> None:
                 "yarn_ext": yarn_ext.__version__,
                 "rotation": rows,
                 "layouts": layouts,
+                "mrope": mrope,
                 "one_token_call_us": calls,
                 "construction": construction,
                 "accuracy": accuracy,

@@ -51,6 +51,13 @@ def test_cpu_benchmark_writes_table_json_and_plots(tmp_path: Path) -> None:
     assert len({r["layout"] for r in layouts}) == 5
     assert all(r["yarn_ext_us"] > 0 and r["copy_us"] > 0 for r in layouts)
     assert "## In-place rotation by layout" in run.stdout
+    # MRoPE beside plain RoPE, for both shapes
+    mrope = results["mrope"]
+    assert {r["shape"] for r in mrope} == {"Qwen3.5", "Qwen3-VL"}
+    for row in mrope:
+        for name in ("copy", "rope", "mrope", "scattered", "transformers"):
+            assert row[f"{name}_us"] > 0
+    assert "## MRoPE beside plain RoPE" in run.stdout
     accuracy = results["accuracy"]
     assert accuracy[-1]["positions"][1] == 2**12
     # the accuracy figures are measurements the tests can hold to: float64 angles stay at

@@ -269,3 +269,169 @@ def test_bad_configs_name_the_key(change: dict, error: type, names: str) -> None
 def test_config_must_be_a_config_or_a_dict() -> None:
     with pytest.raises(TypeError, match="PretrainedConfig or a dict"):
         YarnEmbedding.from_hf_config("config.json")
+
+
+# -- plain RoPE, MRoPE, other rope types ----------------------------------------------------------
+
+
+def plain_config(**rope: object) -> dict:
+    config = {**config_json("Qwen3")}
+    del config["rope_scaling"]
+    return {**config, **rope}
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {},
+        {"rope_scaling": None},
+        {"rope_scaling": {"rope_type": "default"}},
+        {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}},
+        {"rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}},  # Qwen2-VL's legacy
+    ],
+    ids=["none", "null", "default", "rope_parameters", "legacy-mrope"],
+)
+def test_plain_rope_configs_give_plain_rope(rope: dict) -> None:
+    config = plain_config(**rope)
+    module = YarnEmbedding.from_hf_config(config)
+    theta = config.get("rope_theta", 1e6)
+    assert module.base == theta and module.scale == 1.0 and module.mscale == 1.0
+    assert module.dim == config["head_dim"]
+    want = 1.0 / theta ** (torch.arange(0, module.dim, 2, dtype=torch.float64) / module.dim)
+    assert torch.allclose(module.inv_freq, want, rtol=1e-15, atol=0)
+    assert module.max_seq_len_cached == config["max_position_embeddings"]
+    sections = (rope.get("rope_scaling") or {}).get("mrope_section")
+    assert module.mrope_section == (None if sections is None else tuple(sections))
+
+
+@pytest.mark.parametrize("kind", ["linear", "dynamic", "llama3", "longrope"])
+def test_other_rope_types_name_the_type(kind: str) -> None:
+    config = plain_config(rope_scaling={"rope_type": kind, "factor": 2.0})
+    with pytest.raises(ValueError, match=f"rope_scaling.rope_type is '{kind}'"):
+        YarnEmbedding.from_hf_config(config)
+
+
+# Qwen3.5's config.json, its text config without the MRoPE keys
+QWEN35_JSON = {
+    "model_type": "qwen3_5",
+    "text_config": {
+        "head_dim": 256,
+        "hidden_size": 4096,
+        "num_attention_heads": 16,
+        "max_position_embeddings": 262144,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000000,
+            "partial_rotary_factor": 0.25,
+        },
+    },
+}
+QWEN3_VL_TEXT = {
+    "model_type": "qwen3_vl_text",
+    "head_dim": 128,
+    "hidden_size": 4096,
+    "num_attention_heads": 32,
+    "max_position_embeddings": 262144,
+    "rope_theta": 5000000,
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "sections", "interleaved"),
+    [
+        # rope_parameters (transformers 5), the flag given
+        (
+            {
+                **QWEN3_VL_TEXT,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "mrope_section": [24, 20, 20],
+                    "mrope_interleaved": True,
+                },
+            },
+            (24, 20, 20),
+            True,
+        ),
+        # rope_scaling with a YaRN block (Qwen2.5-VL's long-context recipe), contiguous by type
+        (
+            {
+                **QWEN3_VL_TEXT,
+                "model_type": "qwen2_5_vl",
+                "rope_scaling": {
+                    "type": "yarn",
+                    "factor": 4.0,
+                    "original_max_position_embeddings": 32768,
+                    "mrope_section": [16, 24, 24],
+                },
+            },
+            (16, 24, 24),
+            False,
+        ),
+        # the sections in the other block than the YaRN one
+        (
+            {
+                **QWEN3_VL_TEXT,
+                "rope_scaling": {"rope_type": "yarn", "factor": 2.0},
+                "rope_parameters": {"mrope_section": [24, 20, 20]},
+            },
+            (24, 20, 20),
+            True,
+        ),
+        # a composite config.json: the text config, its type from the outer one
+        (
+            QWEN35_JSON,
+            (11, 11, 10),  # the model type's default, interleaved
+            True,
+        ),
+        # explicitly not interleaved
+        (
+            {
+                **QWEN3_VL_TEXT,
+                "rope_parameters": {"mrope_section": [24, 20, 20], "mrope_interleaved": False},
+            },
+            (24, 20, 20),
+            False,
+        ),
+    ],
+    ids=["qwen3-vl", "qwen2.5-vl-yarn", "other-block", "qwen3.5-composite", "flag-false"],
+)
+def test_mrope_configs(config: dict, sections: tuple, interleaved: bool) -> None:
+    params = hf_yarn_parameters(config)
+    assert params.mrope_section == sections and params.mrope_interleaved is interleaved
+    module = YarnEmbedding.from_hf_config(config)
+    assert module.mrope_section == sections and module.mrope_interleaved is interleaved
+    assert module.dim == 2 * sum(sections)
+
+
+def test_mrope_from_transformers_configs() -> None:
+    from transformers import Qwen2_5_VLConfig, Qwen3_5Config, Qwen3VLConfig
+
+    qwen25 = Qwen2_5_VLConfig(text_config={"rope_parameters": {"mrope_section": [16, 24, 24]}})
+    qwen3 = Qwen3VLConfig()
+    qwen35 = Qwen3_5Config()
+    for config, sections, interleaved, dim in (
+        (qwen25, (16, 24, 24), False, 128),
+        (qwen3, (24, 20, 20), True, 128),
+        (qwen35, (11, 11, 10), True, 64),
+    ):
+        module = YarnEmbedding.from_hf_config(config)
+        assert (module.mrope_section, module.mrope_interleaved, module.dim) == (
+            sections,
+            interleaved,
+            dim,
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"mrope_section": "24,20,20"}, TypeError, "rope_parameters.mrope_section"),
+        ({"mrope_section": [24, 20.5, 20]}, ValueError, "rope_parameters.mrope_section"),
+        ({"mrope_section": [24, 20, 20], "mrope_interleaved": "yes"}, TypeError, "interleaved"),
+        ({"mrope_section": [24, 20, 21]}, ValueError, "YarnEmbedding: mrope_section"),
+    ],
+)
+def test_bad_mrope_configs_name_the_key(change: dict, error: type, match: str) -> None:
+    config = {**QWEN3_VL_TEXT, "rope_parameters": {"rope_type": "default", **change}}
+    with pytest.raises(error, match=match):
+        YarnEmbedding.from_hf_config(config)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from yarn_ext.__main__ import main
 
-from .test_hf_config import GPT_OSS
+from .test_hf_config import GPT_OSS, QWEN35_JSON
 
 QWEN3 = {
     "architectures": ["Qwen3ForCausalLM"],
@@ -61,3 +62,41 @@ def test_inspect_names_what_is_wrong(tmp_path) -> None:
         main(["inspect", str(write(tmp_path, linear))])
     with pytest.raises(SystemExit, match="cannot read"):
         main(["inspect", str(tmp_path / "missing.json")])
+
+
+def test_inspect_mrope_and_plain_configs(tmp_path, capsys) -> None:
+    text = QWEN35_JSON["text_config"]
+    rope = {**text["rope_parameters"], "mrope_section": [11, 11, 10], "mrope_interleaved": True}
+    qwen35 = {**QWEN35_JSON, "text_config": {**text, "rope_parameters": rope}}
+    assert main(["inspect", str(write(tmp_path, qwen35))]) == 0
+    out = capsys.readouterr().out
+    assert "plain RoPE (no YaRN): rotary dim 64 (32 frequencies); rope_theta: 1e+07" in out
+    assert "MRoPE: sections [11, 11, 10] (t, h, w), interleaved" in out
+    assert "frequency 0..31: thwthwthwt hwthwthwth wthwthwthw th" in out
+    qwen25 = {**QWEN3, "rope_scaling": {**QWEN3["rope_scaling"], "mrope_section": [16, 24, 24]}}
+    assert main(["inspect", str(write(tmp_path, qwen25))]) == 0
+    out = capsys.readouterr().out
+    assert "scale: 4 over original_max_position_embeddings 32768" in out
+    assert "frequency 0..63: tttttttttt tttttthhhh hhhhhhhhhh hhhhhhhhhh wwwwwwwwww" in out
+
+
+def test_inspect_prints_deepseeks_softmax_correction(tmp_path, capsys) -> None:
+    deepseek = {
+        "model_type": "deepseek_v3",
+        "qk_rope_head_dim": 64,
+        "hidden_size": 7168,
+        "num_attention_heads": 128,
+        "max_position_embeddings": 163840,
+        "rope_theta": 10000,
+        "rope_scaling": {
+            "type": "yarn",
+            "factor": 40,
+            "original_max_position_embeddings": 4096,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+    }
+    assert main(["inspect", str(write(tmp_path, deepseek))]) == 0
+    out = capsys.readouterr().out
+    factor = (0.1 * math.log(40) + 1) ** 2
+    assert f"softmax scale factor (mscale_all_dim): {factor!r}" in out

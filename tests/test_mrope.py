@@ -1,14 +1,13 @@
 """MRoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): each frequency turns with one of a token's
 temporal, height and width positions. Against the float64 reference (extended to MRoPE, with an
 independent component map), plain RoPE's bits where the components are equal, the CUDA
-emulation, autograd, tracing and bad input. Outputs are NaN-poisoned."""
+emulation, autograd, tracing and bad input (test_properties.py draws section layouts and
+positions). Outputs are NaN-poisoned."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import yarn_ext
 from yarn_ext import ops, reference
@@ -113,6 +112,7 @@ def test_equal_components_are_plain_rope_bit_for_bit(layout, dtype) -> None:
     )
 
 
+@pytest.mark.hooks
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("fast", [True, False])
@@ -207,38 +207,6 @@ def test_opcheck(device) -> None:
         torch.ops.yarn_ext.rotate_inplace.default,
         (q, k, cache, inv_freq, mscale, positions, True, sections, False),
     )
-
-
-@given(
-    data=st.data(),
-    half=st.integers(1, 24),
-    interleaved=st.booleans(),
-    mrope_interleaved=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
-)
-@settings(max_examples=60, deadline=None)
-def test_property_any_sections_and_positions(
-    data, half, interleaved, mrope_interleaved, dtype
-) -> None:
-    if mrope_interleaved:  # what fits interleaved: component c has at most (half - c + 2) // 3
-        h = data.draw(st.integers(0, (half + 1) // 3))
-        w = data.draw(st.integers(0, min(half // 3, half - h)))
-    else:
-        h = data.draw(st.integers(0, half))
-        w = data.draw(st.integers(0, half - h))
-    sections = [half - h - w, h, w]
-    tokens = data.draw(st.integers(1, 9))
-    heads = data.draw(st.integers(1, 3))
-    extra = data.draw(st.sampled_from([0, 2, 8]))
-    seed = data.draw(st.integers(0, 2**16))
-    generator = torch.Generator().manual_seed(seed)
-    positions = torch.randint(-40, 200, (3, tokens, 1), generator=generator)
-    cache, inv_freq, mscale = tables(2 * half)
-    x = randn(tokens, heads, 2 * half + extra, dtype=dtype, seed=seed)
-    mrope = (sections, mrope_interleaved)
-    out = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved, False, *mrope)
-    want = reference.rotate(x, inv_freq, mscale, positions, interleaved, False, *mrope)
-    assert_matches_reference(out, want, x, mscale)
 
 
 # -- the module -------------------------------------------------------------------------------

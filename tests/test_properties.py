@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 import yarn_ext
 from yarn_ext import ops, reference
 
-from . import hooks
-from .support import DEVICES, FLOAT_DTYPES, assert_matches_reference
+from . import hooks, support
+from .support import DEVICES, FLOAT_DTYPES, assert_matches_reference, randn
 
 # The poison fixture switches a global setting for the whole test, which is what every example
 # wants: hence function_scoped_fixture is not a problem here.
@@ -170,3 +170,36 @@ def test_cuda_work_on_the_cpu_matches_the_cpu_kernels(data: st.DataObject) -> No
     )
     assert torch.equal(q, want_q)
     event(f"in place: {'+'.join(launch['path'] for launch in launches)}")
+
+
+@given(
+    data=st.data(),
+    half=st.integers(1, 24),
+    interleaved=st.booleans(),
+    mrope_interleaved=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
+)
+def test_mrope_any_sections_and_positions(
+    data, half, interleaved, mrope_interleaved, dtype
+) -> None:
+    """MRoPE: any sections that fit (interleaved or in runs), any positions in, past and before
+    the cache, against the float64 reference."""
+    if mrope_interleaved:  # what fits interleaved: component c has at most (half - c + 2) // 3
+        h = data.draw(st.integers(0, (half + 1) // 3))
+        w = data.draw(st.integers(0, min(half // 3, half - h)))
+    else:
+        h = data.draw(st.integers(0, half))
+        w = data.draw(st.integers(0, half - h))
+    sections = [half - h - w, h, w]
+    tokens = data.draw(st.integers(1, 9))
+    heads = data.draw(st.integers(1, 3))
+    extra = data.draw(st.sampled_from([0, 2, 8]))
+    seed = data.draw(st.integers(0, 2**16))
+    generator = torch.Generator().manual_seed(seed)
+    positions = torch.randint(-40, 200, (3, tokens, 1), generator=generator)
+    cache, inv_freq, mscale = support.tables(2 * half, 64, mscale=1.1)
+    x = randn(tokens, heads, 2 * half + extra, dtype=dtype, seed=seed)
+    mrope = (sections, mrope_interleaved)
+    out = ops.rotate(x, cache, inv_freq, mscale, positions, interleaved, False, *mrope)
+    want = reference.rotate(x, inv_freq, mscale, positions, interleaved, False, *mrope)
+    assert_matches_reference(out, want, x, mscale)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from yarn_ext import _C
 from yarn_ext.helpers import (
     find_correction_dim,
     find_correction_range,
@@ -66,8 +67,53 @@ def ramp_chart(mask: torch.Tensor) -> list[str]:
     return lines
 
 
+def mrope_lines(p: HFYarnParameters) -> list[str]:
+    """The MRoPE layout: which position (t, h, w) each frequency turns with, as the kernels
+    read it, ten frequencies to a group."""
+    if p.mrope_section is None:
+        return []
+    half = p.dim // 2
+    components = _C.mrope_components(list(p.mrope_section), p.mrope_interleaved, half)
+    letters = "".join("thw"[c] for c in components)
+    groups = " ".join(letters[i : i + 10] for i in range(0, half, 10))
+    style = "interleaved (t, h, w, t, ...)" if p.mrope_interleaved else "contiguous"
+    return [
+        f"MRoPE: sections {list(p.mrope_section)} (t, h, w), {style}; positions [3, ...]",
+        f"  frequency 0..{half - 1}: {groups}",
+    ]
+
+
+def softmax_lines(p: HFYarnParameters) -> list[str]:
+    if p.softmax_scale_factor == 1.0:
+        return []
+    return [
+        f"softmax scale factor (mscale_all_dim): {p.softmax_scale_factor!r} - the attention's "
+        "1/sqrt(head_dim) is multiplied by it (YarnEmbedding.softmax_scale_factor)"
+    ]
+
+
+def describe_plain(p: HFYarnParameters, source: str) -> list[str]:
+    half = p.dim // 2
+    cache_bytes = p.max_position_embeddings * p.dim * 4
+    inv_freq = yarn_inv_freq(p.dim, p.base, 1.0, p.original_max_position_embeddings)
+    return [
+        f"config: {source}",
+        f"plain RoPE (no YaRN): rotary dim {p.dim} ({half} frequencies); rope_theta: "
+        f"{p.base:g}; pairs: " + ("interleaved (GPT-J)" if p.interleaved else "rotate_half (NeoX)"),
+        *mrope_lines(p),
+        f"max_position_embeddings {p.max_position_embeddings}; wavelengths: "
+        f"{2 * math.pi / float(inv_freq[0]):.3g} to {2 * math.pi / float(inv_freq[-1]):.3g} "
+        "positions",
+        f"cos/sin cache: {p.max_position_embeddings} positions x {p.dim} float32 = "
+        f"{cache_bytes:,} bytes ({cache_bytes / 2**20:.1f} MiB); inv_freq: {half} float64 = "
+        f"{half * 8} bytes",
+    ]
+
+
 def describe(config: dict, source: str) -> list[str]:
     p = hf_yarn_parameters(config)
+    if not p.yarn:
+        return describe_plain(p, source)
     low, high = correction_range(p)
     low_exact = find_correction_dim(p.beta_fast, p.dim, p.base, p.original_max_position_embeddings)
     high_exact = find_correction_dim(p.beta_slow, p.dim, p.base, p.original_max_position_embeddings)
@@ -87,7 +133,9 @@ def describe(config: dict, source: str) -> list[str]:
         f"correction range: beta_fast {p.beta_fast:g} -> dim {low_exact:.3f}, beta_slow "
         f"{p.beta_slow:g} -> dim {high_exact:.3f}; "
         + (f"truncated to [{low}, {high}]" if p.truncate else f"kept as [{low:.3f}, {high:.3f}]"),
+        *mrope_lines(p),
         f"attention factor (mscale, multiplies cos and sin): {p.attention_factor!r}",
+        *softmax_lines(p),
         f"frequencies kept: {kept}, divided by the scale: {divided}, blended: "
         f"{half - kept - divided}",
         f"wavelengths: {2 * math.pi / float(inv_freq[0]):.3g} to "

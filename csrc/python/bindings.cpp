@@ -11,7 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include "yarn_ext/core/mrope.h"
 #include "yarn_ext/helper_math.h"
+#include "yarn_ext/mrope_section.h"
 #include "yarn_ext/table_policy.h"
 
 namespace py = pybind11;
@@ -91,4 +93,17 @@ PYBIND11_MODULE(_C, m) {
             &policy::needed_length),
         py::arg("seq_len"), py::arg("has_positions"), py::arg("lengths"));
   m.def("cos_sin_columns", &policy::cos_sin_columns, py::arg("dim"), py::arg("interleaved"));
+  // The MRoPE layout as the kernels read it: the component (0 t, 1 h, 2 w) of each pair.
+  m.def(
+      "mrope_components",
+      [](const std::vector<int64_t>& sections, bool interleaved, int64_t half) {
+        const yarn_ext::MropeLayout layout =
+            hm::check_mrope_section("mrope_components", sections, interleaved, half);
+        std::vector<int> components(static_cast<size_t>(half));
+        for (int64_t pair = 0; pair < half; ++pair) {
+          components[static_cast<size_t>(pair)] = yarn_ext::mrope_component(layout, pair);
+        }
+        return components;
+      },
+      py::arg("sections"), py::arg("interleaved"), py::arg("half"));
 }

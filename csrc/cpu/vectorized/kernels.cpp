@@ -79,6 +79,13 @@ class DimsCursor {
   int64_t positions_ = 0;
 };
 
+// Random positions make each token's cache row a cache miss: ask for all the rows of a block at
+// once, so that their latencies overlap instead of stalling token by token.
+inline void prefetch(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line);
+}
+
 // The cos/sin rows (cos at [0, half), sin at [half, 2 half)) of a block of tokens.
 template <typename acc_t>
 class BlockTables {
@@ -142,6 +149,16 @@ class BlockTables {
     return merged;
   }
 
+  // Asks for the cache rows an MRoPE token at (t, h, w) reads: one for a text token (equal
+  // positions), three to merge from for an image token.
+  void prefetch_sources(int64_t t, int64_t h, int64_t w) const {
+    const int64_t positions[kMropeComponents] = {t, h, w};
+    const int count = t == h && t == w ? 1 : kMropeComponents;
+    for (int c = 0; c < count; ++c) {
+      if (const acc_t* row = cache_row(positions[c])) prefetch(row, 2 * job_.half * sizeof(acc_t));
+    }
+  }
+
   void start_block() { std::fill(computed_, computed_ + block_tokens_, false); }
 
  private:
@@ -193,13 +210,6 @@ constexpr int64_t paired_rows_on_stack(int64_t floats) {
   return std::is_same_v<scalar_t, c10::BFloat16> ? floats : 1;
 }
 
-// Random positions make each token's cache row a cache miss: ask for all the rows of a block at
-// once, so that their latencies overlap instead of stalling token by token.
-inline void prefetch(const void* row, int64_t bytes) {
-  const char* p = static_cast<const char*>(row);
-  for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line);
-}
-
 template <typename scalar_t>
 int64_t tokens_per_block(const RotateJob& job) {
   for (int o = 0; o < job.num_operands; ++o) {
@@ -217,13 +227,16 @@ int64_t read_position(const RotateJob& job, int64_t offset) {
   return static_cast<const int64_t*>(job.positions)[offset];
 }
 
-// The cos/sin row of the token whose (t) position is at `offset`.
-template <typename acc_t>
-const acc_t* token_row(const RotateJob& job, BlockTables<acc_t>& tables, int slot, int64_t offset) {
-  if (!job.mrope.enabled) return tables.row(slot, read_position(job, offset));
+// A token's t, h and w positions, the first at `offset` (plain RoPE: t alone).
+struct TokenPositions {
+  int64_t t, h, w;
+};
+
+TokenPositions token_positions(const RotateJob& job, int64_t offset) {
+  const int64_t t = read_position(job, offset);
+  if (!job.mrope.enabled) return {t, t, t};
   const int64_t stride = job.mrope.component_stride;
-  return tables.mrope_row(slot, read_position(job, offset), read_position(job, offset + stride),
-                          read_position(job, offset + 2 * stride));
+  return {t, read_position(job, offset + stride), read_position(job, offset + 2 * stride)};
 }
 
 template <typename scalar_t, bool interleaved, bool inverse>
@@ -232,6 +245,7 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
   const int64_t block_tokens = tokens_per_block<scalar_t>(job);
   BlockTables<acc_t> tables(job, block_tokens);
   const acc_t* rows[kMaxBlock];
+  TokenPositions block_positions[kMaxBlock];  // MRoPE only
   const acc_t* sources[kMaxBlock];  // paired rows: the cache or computed row each was made from
   // bfloat16 through the bit-operation loops when every operand has unit element stride; for
   // rotate_half pairs each token's cos/sin row is laid out for them once (paired), here.
@@ -256,17 +270,38 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
   // operand 0 serve all).
   DimsCursor cursors[2] = {DimsCursor(job.operands[0].tokens, begin),
                            DimsCursor(job.operands[job.num_operands - 1].tokens, begin)};
+  // MRoPE merges a token's row from up to three cache rows before its heads are rotated: their
+  // loads are asked for a block ahead, while the block before rotates, so that they have
+  // arrived when the merge reads them.
+  DimsCursor ahead(job.operands[0].tokens, begin);
+  int64_t ahead_token = begin;
+  auto prefetch_sources_until = [&](int64_t stop) {
+    for (; ahead_token < std::min(stop, end); ++ahead_token, ahead.next()) {
+      const TokenPositions p = token_positions(job, ahead.positions());
+      tables.prefetch_sources(p.t, p.h, p.w);
+    }
+  };
   for (int64_t block = begin; block < end; block += block_tokens) {
     const int count = static_cast<int>(std::min(block_tokens, end - block));
     tables.start_block();
+    if (job.mrope.enabled) prefetch_sources_until(block + 2 * block_tokens);
     for (int t = 0; t < count; ++t) {
-      rows[t] = token_row(job, tables, t, cursors[0].positions());
-      prefetch(rows[t], 2 * job.half * sizeof(acc_t));
+      const TokenPositions p = token_positions(job, cursors[0].positions());
+      if (job.mrope.enabled) {
+        block_positions[t] = p;  // merged below, once the block's offsets are known
+      } else {
+        rows[t] = tables.row(t, p.t);
+        prefetch(rows[t], 2 * job.half * sizeof(acc_t));
+      }
       for (int o = 0; o < job.num_operands; ++o) {
         in_offsets[o][t] = cursors[o].in();
         out_offsets[o][t] = cursors[o].out();
         cursors[o].next();
       }
+    }
+    for (int t = 0; job.mrope.enabled && t < count; ++t) {
+      const TokenPositions& p = block_positions[t];
+      rows[t] = tables.mrope_row(t, p.t, p.h, p.w);
     }
     if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
       for (int t = 0; paired && t < count; ++t) {
