@@ -91,6 +91,35 @@ def test_positions_broadcast_after_the_components() -> None:
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_cos_sin_within_1e_6_up_to_2_pow_20(layout) -> None:
+    """The accuracy promise holds for MRoPE as for RoPE: each pair's cos/sin at its component's
+    position, cached or computed on the fly, within 1e-6 of the float64 math near 2^20."""
+    dim, _, sections, mrope_interleaved = LAYOUTS[layout]
+    rope = yarn_ext.YarnEmbedding(
+        dim,
+        max_position_embeddings=4096,
+        base=1e6,
+        original_max_position_embeddings=32768,
+        finetuned=True,
+        mrope_section=sections,
+        mrope_interleaved=mrope_interleaved,
+    )
+    generator = torch.Generator().manual_seed(5)
+    # t cached, h and w near 2^20 computed on the fly
+    positions = torch.randint(2**20 - 1024, 2**20 + 1, (3, 512), generator=generator)
+    positions[0] = torch.randint(0, 4096, (512,), generator=generator)
+    cos, sin = rope.cos_sin(positions=positions)
+    half = dim // 2
+    pick = torch.tensor(reference.mrope_components(half, sections, mrope_interleaved))
+    angles = [reference.cos_sin(p, rope.inv_freq, rope.mscale) for p in positions]
+    for got, part in ((cos, 0), (sin, 1)):
+        per_component = torch.stack([a[part] for a in angles], -1)
+        want = per_component.gather(-1, pick.expand(512, half)[..., None])[..., 0]
+        error = (got[:, :half].double() - want).abs().max().item()
+        assert error <= 1e-6, f"max |error| {error:.2e}"
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_equal_components_are_plain_rope_bit_for_bit(layout, dtype) -> None:
     dim, head, sections, mrope_interleaved = LAYOUTS[layout]

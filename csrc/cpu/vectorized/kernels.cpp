@@ -327,7 +327,22 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
                                                    geometry);
       };
       if (op.heads_inner) {
+        // Partial rotary (Qwen3.5 rotates 64 of 256 features): each head's rotated features are
+        // a short run with a gap after it, which the hardware prefetchers do not follow, and
+        // every row's first load waited on memory. The next token's runs are asked for while
+        // this token's heads rotate.
+        const bool ask_ahead = job.head_size > 2 * job.half;
+        const int64_t run_bytes = 2 * job.half * static_cast<int64_t>(sizeof(scalar_t));
+        const bool more_blocks = block + count < end;
         for (int t = 0; t < count; ++t) {
+          if (ask_ahead && (t + 1 < count || more_blocks)) {
+            // (past the block's last token, the next one is where the cursor stopped)
+            const int64_t next = t + 1 < count ? in_offsets[o][t + 1] : cursors[o].in();
+            DimsCursor ahead_head(op.heads, 0);
+            for (int64_t h = 0; h < op.num_heads; ++h, ahead_head.next()) {
+              prefetch(in + next + ahead_head.in(), run_bytes);
+            }
+          }
           DimsCursor head(op.heads, 0);
           for (int64_t h = 0; h < op.num_heads; ++h, head.next()) rotate(t, head);
         }
