@@ -52,16 +52,18 @@ def transformers_path(
 ) -> Callable[[Tensor, Tensor, Tensor], object] | None:
     """transformers' eager MRoPE: rotary class (cos, sin) then apply_rotary_pos_emb, on q and k
     as its attention holds them ([1, H, T, D] views); None without transformers."""
-    try:
-        import importlib
+    import importlib
 
-        import transformers
-    except ImportError:
-        return None
-    modeling = importlib.import_module(f"transformers.models.{shape.model}.modeling_{shape.model}")
     prefix = {"qwen3_5": "Qwen3_5", "qwen3_vl": "Qwen3VL"}[shape.model]
-    config_cls = getattr(transformers, f"{prefix}TextConfig")
-    rotary_cls = getattr(modeling, f"{prefix}TextRotaryEmbedding")
+    try:  # (a transformers too old for this family: no such column)
+        transformers = importlib.import_module("transformers")
+        modeling = importlib.import_module(
+            f"transformers.models.{shape.model}.modeling_{shape.model}"
+        )
+        config_cls = getattr(transformers, f"{prefix}TextConfig")
+        rotary_cls = getattr(modeling, f"{prefix}TextRotaryEmbedding")
+    except (ImportError, AttributeError):
+        return None
     config = config_cls(
         head_dim=shape.head_dim,
         num_attention_heads=shape.heads_q,

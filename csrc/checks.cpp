@@ -222,12 +222,15 @@ void check_positions(const char* op, const Tensor& positions, const TensorMeta& 
     for (int64_t d = 0; d < rows; ++d) text += (d > 0 ? ", " : "") + std::to_string(x.sizes[d]);
     return text + "]";
   };
-  // MRoPE positions: the components lead, the rest is laid out as plain positions are.
-  const int64_t lead_dims = p.dim == rows + 1 ? 1 : 0;
+  // MRoPE positions: the components lead, the rest is laid out as plain positions are. (A
+  // plain call's positions of that rank are MRoPE's only when their first dimension has the
+  // three components; otherwise they get the broadcast message below.)
+  const int64_t lead_dims = p.dim == rows + 1 && mrope != nullptr ? 1 : 0;
+  YARN_CHECK(mrope != nullptr || p.dim != rows + 1 || p.sizes[0] != kMropeComponents, op,
+             "positions of shape ", shape_text(p), " has one more dimension than ", x_name,
+             ".shape[:-1] = ", row_shape(),
+             ": MRoPE positions (t, h, w first), but the call has no mrope_section");
   if (lead_dims == 1) {
-    YARN_CHECK(mrope != nullptr, op, "positions of shape ", shape_text(p),
-               " has one more dimension than ", x_name, ".shape[:-1] = ", row_shape(),
-               ": MRoPE positions (t, h, w first), but the call has no mrope_section");
     YARN_CHECK(p.sizes[0] == kMropeComponents, op, "MRoPE positions of shape ", shape_text(p),
                " must have 3 components in their first dimension (one per mrope_section entry)");
     mrope->component_stride = p.strides[0];

@@ -383,17 +383,34 @@ QWEN3_VL_TEXT = {
             (11, 11, 10),  # the model type's default, interleaved
             True,
         ),
-        # explicitly not interleaved
+        # transformers' Qwen3-VL interleaves whatever the flag says
         (
             {
                 **QWEN3_VL_TEXT,
                 "rope_parameters": {"mrope_section": [24, 20, 20], "mrope_interleaved": False},
             },
             (24, 20, 20),
-            False,
+            True,
+        ),
+        # another model type: the flag decides
+        (
+            {
+                **QWEN3_VL_TEXT,
+                "model_type": "my_vl",
+                "rope_parameters": {"mrope_section": [24, 20, 20], "mrope_interleaved": True},
+            },
+            (24, 20, 20),
+            True,
         ),
     ],
-    ids=["qwen3-vl", "qwen2.5-vl-yarn", "other-block", "qwen3.5-composite", "flag-false"],
+    ids=[
+        "qwen3-vl",
+        "qwen2.5-vl-yarn",
+        "other-block",
+        "qwen3.5-composite",
+        "qwen3-vl-flag-false",
+        "other-type-flag",
+    ],
 )
 def test_mrope_configs(config: dict, sections: tuple, interleaved: bool) -> None:
     params = hf_yarn_parameters(config)

@@ -208,6 +208,19 @@ def test_bad_input_names_the_argument_and_changes_nothing(
     )
 
 
+def test_the_style_needs_sections() -> None:
+    cache, inv_freq, mscale = tables(64)
+    q = randn(5, 4, 64)
+    with pytest.raises(ValueError, match="mrope_interleaved needs mrope_section"):
+        ops.rotate(q, cache, inv_freq, mscale, None, False, False, None, True)
+    assert_unchanged_after(
+        lambda: ops.rotate_inplace(q, None, cache, inv_freq, mscale, None, False, None, True),
+        q,
+        error=ValueError,
+        match="mrope_interleaved needs mrope_section",
+    )
+
+
 def test_gradients_are_the_transpose() -> None:
     cache, inv_freq, mscale = tables(16)
     x = randn(5, 3, 20, dtype=torch.float64).requires_grad_()
@@ -228,12 +241,12 @@ def test_opcheck(device) -> None:
     positions = thw(6, 1).to(device)
     sections = [12, 10, 10]
     torch.library.opcheck(
-        torch.ops.yarn_ext.rotate.default,
+        torch.ops.yarn_ext.rotate.mrope,
         (x, cache, inv_freq, mscale, positions, False, False, sections, True),
     )
     q, k = randn(6, 4, 64).to(device), randn(6, 2, 64, seed=1).to(device)
     torch.library.opcheck(
-        torch.ops.yarn_ext.rotate_inplace.default,
+        torch.ops.yarn_ext.rotate_inplace.mrope,
         (q, k, cache, inv_freq, mscale, positions, True, sections, False),
     )
 

@@ -36,40 +36,20 @@ def rotate(
     x, cache=None, inv_freq=None, mscale=1.0, positions=None, mrope=None, mrope_interleaved=False
 ):
     c, f = tables()
-    return lambda: (
-        "rotate",
-        (
-            x,
-            c if cache is None else cache,
-            f if inv_freq is None else inv_freq,
-            mscale,
-            positions,
-            False,
-            False,
-            mrope,
-            mrope_interleaved,
-        ),
-    )
+    args = (x, c if cache is None else cache, f if inv_freq is None else inv_freq, mscale)
+    if mrope is None:
+        return lambda: ("rotate", (*args, positions, False, False))
+    return lambda: ("rotate.mrope", (*args, positions, False, False, mrope, mrope_interleaved))
 
 
 def inplace(
     q, k, cache=None, inv_freq=None, mscale=1.0, positions=None, mrope=None, mrope_interleaved=False
 ):
     c, f = tables()
-    return lambda: (
-        "rotate_inplace",
-        (
-            q,
-            k,
-            c if cache is None else cache,
-            f if inv_freq is None else inv_freq,
-            mscale,
-            positions,
-            False,
-            mrope,
-            mrope_interleaved,
-        ),
-    )
+    args = (q, k, c if cache is None else cache, f if inv_freq is None else inv_freq, mscale)
+    if mrope is None:
+        return lambda: ("rotate_inplace", (*args, positions, False))
+    return lambda: ("rotate_inplace.mrope", (*args, positions, False, mrope, mrope_interleaved))
 
 
 def thw(*shape: int) -> torch.Tensor:
@@ -185,7 +165,9 @@ GOOD: dict[str, Callable[[], tuple[str, tuple]]] = {
 
 
 def run(name: str, args: tuple) -> object:
-    return getattr(torch.ops.yarn_ext, name).default(*args)
+    """Operator `name` (an overload as "rotate.mrope") on args."""
+    op, _, overload = name.partition(".")
+    return getattr(getattr(torch.ops.yarn_ext, op), overload or "default")(*args)
 
 
 def fake_copies(args: tuple, mode: FakeTensorMode) -> tuple:
@@ -219,7 +201,7 @@ def test_kernels_and_fake_implementations_accept_alike(case: str) -> None:
     real = run(
         name,
         tuple(
-            a.clone() if isinstance(a, torch.Tensor) and name == "rotate_inplace" else a
+            a.clone() if isinstance(a, torch.Tensor) and name.startswith("rotate_inplace") else a
             for a in args
         ),
     )

@@ -29,6 +29,8 @@ from yarn_ext import _validation as v
 
 _ROTATE = "yarn_ext::rotate"
 _ROTATE_INPLACE = "yarn_ext::rotate_inplace"
+_ROTATE_MROPE = "yarn_ext::rotate.mrope"
+_ROTATE_INPLACE_MROPE = "yarn_ext::rotate_inplace.mrope"
 _CACHE = "yarn_ext::build_cos_sin_cache"
 _OP_NAME = {
     _ROTATE: "yarn_ext.rotate",
@@ -43,6 +45,7 @@ def _build_cos_sin_cache_fake(inv_freq: Tensor, num_positions: int, mscale: floa
     return inv_freq.new_empty((num_positions, half * 2), dtype=torch.float32)
 
 
+@torch.library.register_fake(_ROTATE_MROPE)
 @torch.library.register_fake(_ROTATE)
 def _rotate_fake(
     x: Tensor,
@@ -66,6 +69,7 @@ def _rotate_fake(
     return out
 
 
+@torch.library.register_fake(_ROTATE_INPLACE_MROPE)
 @torch.library.register_fake(_ROTATE_INPLACE)
 def _rotate_inplace_fake(
     q: Tensor,
@@ -128,19 +132,13 @@ def _setup_rotate(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
 
 def _rotate_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     cos_sin_cache, inv_freq, positions = ctx.saved_tensors
-    # The same per-pair angles (MRoPE's included), negated: the transpose.
-    grad_x = torch.ops.yarn_ext.rotate.default(
-        grad,
-        cos_sin_cache,
-        inv_freq,
-        ctx.mscale,
-        positions,
-        ctx.interleaved,
-        not ctx.inverse,
-        ctx.mrope_section,
-        ctx.mrope_interleaved,
-    )
-    return grad_x, None, None, None, None, None, None, None, None
+    args = (grad, cos_sin_cache, inv_freq, ctx.mscale, positions, ctx.interleaved, not ctx.inverse)
+    if ctx.mrope_section is None:
+        return torch.ops.yarn_ext.rotate.default(*args), *(None,) * 6
+    # The same per-pair angles, MRoPE's, negated: the transpose.
+    grad_x = torch.ops.yarn_ext.rotate.mrope(*args, ctx.mrope_section, ctx.mrope_interleaved)
+    return grad_x, *(None,) * 8
 
 
 torch.library.register_autograd(_ROTATE, _rotate_backward, setup_context=_setup_rotate)
+torch.library.register_autograd(_ROTATE_MROPE, _rotate_backward, setup_context=_setup_rotate)

@@ -202,7 +202,7 @@ def position_strides(
         _fail(op, "positions is on ", positions.device, " but ", x_name, " is on ", x.device)
     rows = list(x.shape[:-1])
     shape, strides_in = list(positions.shape), list(positions.stride())
-    if len(shape) == len(rows) + 1:
+    if len(shape) == len(rows) + 1 and (mrope or shape[0] == 3):
         if not mrope:
             _fail(
                 op,

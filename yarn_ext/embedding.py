@@ -115,7 +115,6 @@ class YarnEmbedding(nn.Module):
     scale: float
     mscale: float
     max_seq_len_cached: int
-    mrope_section: tuple[int, ...] | None
     _mrope_args: list[int] | None  # the sections as the operators take them
     _current: _Tables  # inv_freq, cos_sin_cache, scale, mscale: the state a call reads
     _cos_sin_index: Tensor  # the policy's cos_sin column map, on the device of the last call
@@ -170,12 +169,9 @@ class YarnEmbedding(nn.Module):
                 "YarnEmbedding: mrope_section must be a sequence of 3 integers, got "
                 f"{type(mrope_section).__name__}"
             )
-        self.mrope_section = (
-            None
-            if mrope_section is None
-            else tuple(as_int("mrope_section", s) for s in mrope_section)
+        self._mrope_args = (
+            None if mrope_section is None else [as_int("mrope_section", s) for s in mrope_section]
         )
-        self._mrope_args = None if self.mrope_section is None else list(self.mrope_section)
         self.mrope_interleaved = bool(mrope_interleaved)
         self.softmax_scale_factor = as_number("softmax_scale_factor", softmax_scale_factor)
 
@@ -196,7 +192,9 @@ class YarnEmbedding(nn.Module):
         max_position_embeddings, and combines them as transformers' _compute_yarn_parameters
         does (yarn_ext.hf_config). Static YaRN: the module caches max_position_embeddings
         positions at the config's scale. A plain-RoPE config (rope_type "default", or no rope
-        block) gives plain RoPE with its theta and rotary dim. MRoPE models (Qwen2-VL, Qwen2.5-VL,
+        block) gives plain RoPE with its theta and rotary dim (which, like every module, grows
+        into dynamic YaRN only on a call without positions past max_position_embeddings;
+        transformers passes positions). MRoPE models (Qwen2-VL, Qwen2.5-VL,
         Qwen3-VL, Qwen3.5) get their mrope_section and style; DeepSeek's softmax correction
         goes to softmax_scale_factor. Another rope type, or a key of the wrong type, raises an
         error naming it."""
@@ -229,6 +227,12 @@ class YarnEmbedding(nn.Module):
             mrope_interleaved=p.mrope_interleaved,
             softmax_scale_factor=p.softmax_scale_factor,
         )
+
+    @property
+    def mrope_section(self) -> tuple[int, ...] | None:
+        """MRoPE's sections (pairs per t, h and w component), None for plain RoPE; fixed at
+        construction, as every option the tables depend on."""
+        return None if self._mrope_args is None else tuple(self._mrope_args)
 
     # -- tables ----------------------------------------------------------------------------
 
@@ -331,7 +335,17 @@ class YarnEmbedding(nn.Module):
         # Read after the length: a commit sets _current before max_seq_len_cached, so a call that
         # saw the grown length sees the grown tables.
         t = self._current
-        return self._rotate(t, x, positions)
+        return ops.rotate(
+            x,
+            t.cos_sin_cache,
+            t.inv_freq,
+            t.mscale,
+            positions,
+            self.interleaved,
+            False,
+            self._mrope_args,
+            self.mrope_interleaved,
+        )
 
     def rotate_(
         self,
@@ -354,7 +368,17 @@ class YarnEmbedding(nn.Module):
                 self._rotate_growing(needed, q, k, positions)
                 return q, k
         t = self._current  # after the length, as in forward
-        self._rotate_inplace(t, q, k, positions)
+        ops.rotate_inplace(
+            q,
+            k,
+            t.cos_sin_cache,
+            t.inv_freq,
+            t.mscale,
+            positions,
+            self.interleaved,
+            self._mrope_args,
+            self.mrope_interleaved,
+        )
         return q, k
 
     def _rotate(self, t: _Tables, x: Tensor, positions: Tensor | None) -> Tensor:
@@ -473,7 +497,8 @@ class YarnEmbedding(nn.Module):
             self._mrope_args,
             self.mrope_interleaved,
         ).squeeze(-2)
-        columns = self._cos_sin_index = self._columns(rotated.device)
+        with self._growth:  # (the column map is module state, shared with cos_sin(seq_len))
+            columns = self._cos_sin_index = self._columns(rotated.device)
         cos, sin = (
             rotated.index_select(-1, part).to(dtype=dtype, device=device)
             for part in columns.split(self.dim)

@@ -21,11 +21,13 @@ them, so that a model's YarnEmbedding has transformers' frequencies and attentio
   q and k, which leaves every q.k product - and so attention - unchanged);
 - MRoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): `mrope_section` from the rope block (or the
   other of rope_parameters / rope_scaling), else the model type's default, as transformers'
-  rotary classes take it; interleaved where the block says `mrope_interleaved`, else for the
-  model types whose rotary class always interleaves (Qwen3-VL, Qwen3.5);
-- the softmax correction: with `mscale_all_dim` (DeepSeek) a YaRN model multiplies the
-  attention's softmax scale by get_mscale(factor, mscale_all_dim)^2, as transformers'
-  DeepSeek-V3 attention does; 1 otherwise.
+  rotary classes take it; interleaved as the model type's rotary class is (Qwen3-VL, Qwen3.5
+  always, Qwen2-VL and Qwen2.5-VL never, whatever `mrope_interleaved` says), and for another
+  model type where the block says `mrope_interleaved`;
+- the softmax correction: with `mscale_all_dim` (the DeepSeek family's key; any YaRN config
+  that has it) a model multiplies the attention's softmax scale by
+  get_mscale(factor, mscale_all_dim)^2, as transformers' DeepSeek-V2/V3 attention does; 1
+  otherwise.
 """
 
 from __future__ import annotations
@@ -226,10 +228,11 @@ def _mrope(
     if isinstance(sections, str | bytes) or not hasattr(sections, "__iter__"):
         raise TypeError(f"{where} must be a list of 3 integers, got {sections!r}")
     values = tuple(_integer_or_zero(where, s) for s in sections)
-    if flag is None:
-        flag = model_type in INTERLEAVED_MROPE_MODEL_TYPES
-    if not isinstance(flag, bool):
+    if flag is not None and not isinstance(flag, bool):
         raise TypeError(f"mrope_interleaved must be true or false, got {flag!r}")
+    if model_type in MROPE_DEFAULT_SECTIONS or flag is None:
+        # transformers' rotary classes fix the style per model, whatever the flag says
+        flag = model_type in INTERLEAVED_MROPE_MODEL_TYPES
     return values, flag
 
 
@@ -307,9 +310,7 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
     factor = get("factor")
     scale = max_positions / original if factor is None else _number(f"{key}.factor", factor)
 
-    mscale, mscale_all_dim = get("mscale"), get("mscale_all_dim")
-    if mscale is not None:
-        mscale = _number(f"{key}.mscale", mscale)
+    mscale_all_dim = get("mscale_all_dim")
     if mscale_all_dim is not None:
         mscale_all_dim = _number(f"{key}.mscale_all_dim", mscale_all_dim)
     # DeepSeek's softmax correction: transformers' DeepSeek-V2/V3 attention multiplies its
@@ -322,6 +323,9 @@ def hf_yarn_parameters(config: object) -> HFYarnParameters:
     if attention_factor is not None:
         attention = _number(f"{key}.attention_factor", attention_factor)
     else:
+        mscale = get("mscale")
+        if mscale is not None:
+            mscale = _number(f"{key}.mscale", mscale)
         if mscale and mscale_all_dim:
             attention = _get_mscale(scale, mscale) / _get_mscale(scale, mscale_all_dim)
         else:

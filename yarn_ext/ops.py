@@ -18,7 +18,14 @@ from torch import Tensor
 _BUILD_COS_SIN_CACHE = torch.ops.yarn_ext.build_cos_sin_cache.default
 _ROTATE = torch.ops.yarn_ext.rotate.default
 _ROTATE_INPLACE = torch.ops.yarn_ext.rotate_inplace.default
+# MRoPE's overloads: a plain call does not pay for parsing their arguments
+_ROTATE_MROPE = torch.ops.yarn_ext.rotate.mrope
+_ROTATE_INPLACE_MROPE = torch.ops.yarn_ext.rotate_inplace.mrope
 _INCREMENT_VERSION = torch._C._increment_version
+
+
+def _no_mrope_section() -> None:
+    raise ValueError("yarn_ext: mrope_interleaved needs mrope_section")
 
 
 def build_cos_sin_cache(inv_freq: Tensor, num_positions: int, mscale: float) -> Tensor:
@@ -51,7 +58,11 @@ def rotate(
     dimension, of size 3: [3, T, 1] for [T, H, D], [3, B, 1, S] for [B, H, S, D]. Plain
     positions mean three equal components (and give plain RoPE's bits).
     """
-    return _ROTATE(
+    if mrope_section is None:
+        if mrope_interleaved:
+            _no_mrope_section()
+        return _ROTATE(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse)
+    return _ROTATE_MROPE(
         x,
         cos_sin_cache,
         inv_freq,
@@ -85,17 +96,22 @@ def rotate_inplace(
             "(YarnEmbedding.rotate_) is for inference. Where gradients are needed use "
             "YarnEmbedding.forward (yarn_ext.ops.rotate), which is differentiable"
         )
-    _ROTATE_INPLACE(
-        q,
-        k,
-        cos_sin_cache,
-        inv_freq,
-        mscale,
-        positions,
-        interleaved,
-        mrope_section,
-        mrope_interleaved,
-    )
+    if mrope_section is None:
+        if mrope_interleaved:
+            _no_mrope_section()
+        _ROTATE_INPLACE(q, k, cos_sin_cache, inv_freq, mscale, positions, interleaved)
+    else:
+        _ROTATE_INPLACE_MROPE(
+            q,
+            k,
+            cos_sin_cache,
+            inv_freq,
+            mscale,
+            positions,
+            interleaved,
+            mrope_section,
+            mrope_interleaved,
+        )
     # The version counters, bumped as ATen's in-place operators bump them, so that autograd
     # notices saved tensors being overwritten. Here, not in the library: the stable ABI has no
     # call for it, and a Python ADInplaceOrView kernel would cost a decode step microseconds.

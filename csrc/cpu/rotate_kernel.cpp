@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
@@ -172,9 +173,9 @@ void run(const detail::RotationTask& first, const detail::RotationTask* second,
   }
 }
 
-Tensor rotate_cpu(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                  std::optional<Tensor> positions, bool interleaved, bool inverse,
-                  std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
+Tensor rotate_cpu_any(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                      std::optional<Tensor> positions, bool interleaved, bool inverse,
+                      std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
   CosSinTables tables;
   const detail::RotationTask task =
       detail::plan_rotate("yarn_ext.rotate", x, cos_sin_cache, inv_freq, mscale, positions,
@@ -183,9 +184,10 @@ Tensor rotate_cpu(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale
   return task.output;
 }
 
-void rotate_inplace_cpu(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
-                        double mscale, std::optional<Tensor> positions, bool interleaved,
-                        std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
+void rotate_inplace_cpu_any(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
+                            Tensor inv_freq, double mscale, std::optional<Tensor> positions,
+                            bool interleaved, std::optional<std::vector<int64_t>> mrope_section,
+                            bool mrope_interleaved) {
   // Everything is validated before the first write, so a failing call leaves q and k untouched.
   CosSinTables tables;
   const detail::InplaceRotation plan =
@@ -194,11 +196,43 @@ void rotate_inplace_cpu(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
   run(plan.q, plan.k ? &*plan.k : nullptr, {tables, interleaved, /*inverse=*/false});
 }
 
+// The operators' overloads: plain RoPE, and MRoPE (yarn_ext::rotate.mrope).
+Tensor rotate_cpu(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                  std::optional<Tensor> positions, bool interleaved, bool inverse) {
+  return rotate_cpu_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
+                        std::move(positions), interleaved, inverse, std::nullopt, false);
+}
+
+Tensor rotate_cpu_mrope(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                        std::optional<Tensor> positions, bool interleaved, bool inverse,
+                        std::vector<int64_t> mrope_section, bool mrope_interleaved) {
+  return rotate_cpu_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
+                        std::move(positions), interleaved, inverse, std::move(mrope_section),
+                        mrope_interleaved);
+}
+
+void rotate_inplace_cpu(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
+                        double mscale, std::optional<Tensor> positions, bool interleaved) {
+  rotate_inplace_cpu_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
+                         mscale, std::move(positions), interleaved, std::nullopt, false);
+}
+
+void rotate_inplace_cpu_mrope(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
+                              Tensor inv_freq, double mscale, std::optional<Tensor> positions,
+                              bool interleaved, std::vector<int64_t> mrope_section,
+                              bool mrope_interleaved) {
+  rotate_inplace_cpu_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
+                         mscale, std::move(positions), interleaved, std::move(mrope_section),
+                         mrope_interleaved);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
   m.impl("rotate", TORCH_BOX(&rotate_cpu));
   m.impl("rotate_inplace", TORCH_BOX(&rotate_inplace_cpu));
+  m.impl("rotate.mrope", TORCH_BOX(&rotate_cpu_mrope));
+  m.impl("rotate_inplace.mrope", TORCH_BOX(&rotate_inplace_cpu_mrope));
 }
 
 }  // namespace yarn_ext::cpu

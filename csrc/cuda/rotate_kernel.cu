@@ -18,6 +18,7 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cuda/launch.h"
@@ -121,9 +122,9 @@ void rotate_tasks(const detail::RotationTask& first, const detail::RotationTask*
   }
 }
 
-Tensor rotate_cuda(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                   std::optional<Tensor> positions, bool interleaved, bool inverse,
-                   std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
+Tensor rotate_cuda_any(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                       std::optional<Tensor> positions, bool interleaved, bool inverse,
+                       std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
   // Validation first: a CPU tensor must get the argument error, not a guard's complaint.
   CosSinTables tables;
   const detail::RotationTask task =
@@ -134,10 +135,10 @@ Tensor rotate_cuda(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscal
   return task.output;
 }
 
-void rotate_inplace_cuda(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
-                         double mscale, std::optional<Tensor> positions, bool interleaved,
-                         std::optional<std::vector<int64_t>> mrope_section,
-                         bool mrope_interleaved) {
+void rotate_inplace_cuda_any(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
+                             Tensor inv_freq, double mscale, std::optional<Tensor> positions,
+                             bool interleaved, std::optional<std::vector<int64_t>> mrope_section,
+                             bool mrope_interleaved) {
   // Everything is validated before the launch, so a failing call leaves q and k untouched.
   CosSinTables tables;
   const detail::InplaceRotation plan =
@@ -147,11 +148,43 @@ void rotate_inplace_cuda(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache
   rotate_tasks(plan.q, plan.k ? &*plan.k : nullptr, tables, interleaved, /*inverse=*/false);
 }
 
+// The operators' overloads: plain RoPE, and MRoPE (yarn_ext::rotate.mrope).
+Tensor rotate_cuda(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                   std::optional<Tensor> positions, bool interleaved, bool inverse) {
+  return rotate_cuda_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
+                         std::move(positions), interleaved, inverse, std::nullopt, false);
+}
+
+Tensor rotate_cuda_mrope(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
+                         std::optional<Tensor> positions, bool interleaved, bool inverse,
+                         std::vector<int64_t> mrope_section, bool mrope_interleaved) {
+  return rotate_cuda_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
+                         std::move(positions), interleaved, inverse, std::move(mrope_section),
+                         mrope_interleaved);
+}
+
+void rotate_inplace_cuda(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
+                         double mscale, std::optional<Tensor> positions, bool interleaved) {
+  rotate_inplace_cuda_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
+                          mscale, std::move(positions), interleaved, std::nullopt, false);
+}
+
+void rotate_inplace_cuda_mrope(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
+                               Tensor inv_freq, double mscale, std::optional<Tensor> positions,
+                               bool interleaved, std::vector<int64_t> mrope_section,
+                               bool mrope_interleaved) {
+  rotate_inplace_cuda_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
+                          mscale, std::move(positions), interleaved, std::move(mrope_section),
+                          mrope_interleaved);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CUDA, m) {
   m.impl("rotate", TORCH_BOX(&rotate_cuda));
   m.impl("rotate_inplace", TORCH_BOX(&rotate_inplace_cuda));
+  m.impl("rotate.mrope", TORCH_BOX(&rotate_cuda_mrope));
+  m.impl("rotate_inplace.mrope", TORCH_BOX(&rotate_inplace_cuda_mrope));
 }
 
 }  // namespace yarn_ext::cuda

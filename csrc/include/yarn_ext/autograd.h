@@ -14,26 +14,39 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "yarn_ext/library_anchor.h"
 
 namespace yarn_ext::detail {
 
-// The registered operator yarn_ext::rotate, called below autograd.
+// The registered operator yarn_ext::rotate (its MRoPE overload with mrope_section), called
+// below autograd.
 inline at::Tensor call_rotate(const at::Tensor& x, const at::Tensor& cos_sin_cache,
                               const at::Tensor& inv_freq, double mscale,
                               const std::optional<at::Tensor>& positions, bool interleaved,
                               bool inverse, at::OptionalIntArrayRef mrope_section,
                               bool mrope_interleaved) {
+  if (mrope_section.has_value()) {
+    static const auto mrope =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("yarn_ext::rotate", "mrope")
+            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                              const std::optional<at::Tensor>&, bool, bool, at::IntArrayRef,
+                              bool)>();
+    return mrope.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse,
+                      *mrope_section, mrope_interleaved);
+  }
+  if (mrope_interleaved) {
+    throw std::invalid_argument("yarn_ext: mrope_interleaved needs mrope_section");
+  }
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("yarn_ext::rotate", "")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                            const std::optional<at::Tensor>&, bool, bool, at::OptionalIntArrayRef,
-                            bool)>();
-  return op.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse, mrope_section,
-                 mrope_interleaved);
+                            const std::optional<at::Tensor>&, bool, bool)>();
+  return op.call(x, cos_sin_cache, inv_freq, mscale, positions, interleaved, inverse);
 }
 
 class RotateFunction : public torch::autograd::Function<RotateFunction> {

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 
 #include "yarn_ext/autograd.h"
 #include "yarn_ext/library_anchor.h"
@@ -74,14 +75,26 @@ inline void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,
       "yarn_ext.rotate_inplace: q or k requires grad, and the in-place rotation "
       "(YarnEmbedding::rotate_) is for inference. Where gradients are needed use "
       "YarnEmbedding::forward (yarn_ext::rotate), which is differentiable");
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("yarn_ext::rotate_inplace", "")
-          .typed<void(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
-                      const at::Tensor&, double, const std::optional<at::Tensor>&, bool,
-                      at::OptionalIntArrayRef, bool)>();
-  op.call(q, has_k ? k : std::nullopt, cos_sin_cache, inv_freq, mscale, positions, interleaved,
-          mrope_section, mrope_interleaved);
+  if (mrope_section.has_value()) {
+    static const auto mrope =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("yarn_ext::rotate_inplace", "mrope")
+            .typed<void(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+                        const at::Tensor&, double, const std::optional<at::Tensor>&, bool,
+                        at::IntArrayRef, bool)>();
+    mrope.call(q, has_k ? k : std::nullopt, cos_sin_cache, inv_freq, mscale, positions, interleaved,
+               *mrope_section, mrope_interleaved);
+  } else {
+    if (mrope_interleaved) {
+      throw std::invalid_argument("yarn_ext: mrope_interleaved needs mrope_section");
+    }
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("yarn_ext::rotate_inplace", "")
+            .typed<void(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+                        const at::Tensor&, double, const std::optional<at::Tensor>&, bool)>();
+    op.call(q, has_k ? k : std::nullopt, cos_sin_cache, inv_freq, mscale, positions, interleaved);
+  }
   if (!q.is_inference()) torch::autograd::impl::bump_version(q);
   if (has_k && !k->is_inference()) torch::autograd::impl::bump_version(*k);
 }
