@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
+#include "rotation_overloads.h"
 #include "rotation_plan.h"
 
 namespace yarn_ext::cpu {
@@ -197,42 +198,15 @@ void rotate_inplace_cpu_any(Tensor q, std::optional<Tensor> k, Tensor cos_sin_ca
 }
 
 // The operators' overloads: plain RoPE, and MRoPE (yarn_ext::rotate.mrope).
-Tensor rotate_cpu(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                  std::optional<Tensor> positions, bool interleaved, bool inverse) {
-  return rotate_cpu_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
-                        std::move(positions), interleaved, inverse, std::nullopt, false);
-}
-
-Tensor rotate_cpu_mrope(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                        std::optional<Tensor> positions, bool interleaved, bool inverse,
-                        std::vector<int64_t> mrope_section, bool mrope_interleaved) {
-  return rotate_cpu_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
-                        std::move(positions), interleaved, inverse, std::move(mrope_section),
-                        mrope_interleaved);
-}
-
-void rotate_inplace_cpu(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
-                        double mscale, std::optional<Tensor> positions, bool interleaved) {
-  rotate_inplace_cpu_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
-                         mscale, std::move(positions), interleaved, std::nullopt, false);
-}
-
-void rotate_inplace_cpu_mrope(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
-                              Tensor inv_freq, double mscale, std::optional<Tensor> positions,
-                              bool interleaved, std::vector<int64_t> mrope_section,
-                              bool mrope_interleaved) {
-  rotate_inplace_cpu_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
-                         mscale, std::move(positions), interleaved, std::move(mrope_section),
-                         mrope_interleaved);
-}
+using Overloads = detail::RotationOverloads<&rotate_cpu_any, &rotate_inplace_cpu_any>;
 
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
-  m.impl("rotate", TORCH_BOX(&rotate_cpu));
-  m.impl("rotate_inplace", TORCH_BOX(&rotate_inplace_cpu));
-  m.impl("rotate.mrope", TORCH_BOX(&rotate_cpu_mrope));
-  m.impl("rotate_inplace.mrope", TORCH_BOX(&rotate_inplace_cpu_mrope));
+  m.impl("rotate", TORCH_BOX(&Overloads::rotate));
+  m.impl("rotate_inplace", TORCH_BOX(&Overloads::rotate_inplace));
+  m.impl("rotate.mrope", TORCH_BOX(&Overloads::rotate_mrope));
+  m.impl("rotate_inplace.mrope", TORCH_BOX(&Overloads::rotate_inplace_mrope));
 }
 
 }  // namespace yarn_ext::cpu

@@ -24,6 +24,7 @@
 #include "cuda/launch.h"
 #include "export.h"
 #include "rotate_args.h"
+#include "rotation_overloads.h"
 #include "rotation_plan.h"
 #include "yarn_ext/core/rotate_work.h"
 #include "yarn_ext/core/token_work.h"
@@ -149,42 +150,15 @@ void rotate_inplace_cuda_any(Tensor q, std::optional<Tensor> k, Tensor cos_sin_c
 }
 
 // The operators' overloads: plain RoPE, and MRoPE (yarn_ext::rotate.mrope).
-Tensor rotate_cuda(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                   std::optional<Tensor> positions, bool interleaved, bool inverse) {
-  return rotate_cuda_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
-                         std::move(positions), interleaved, inverse, std::nullopt, false);
-}
-
-Tensor rotate_cuda_mrope(Tensor x, Tensor cos_sin_cache, Tensor inv_freq, double mscale,
-                         std::optional<Tensor> positions, bool interleaved, bool inverse,
-                         std::vector<int64_t> mrope_section, bool mrope_interleaved) {
-  return rotate_cuda_any(std::move(x), std::move(cos_sin_cache), std::move(inv_freq), mscale,
-                         std::move(positions), interleaved, inverse, std::move(mrope_section),
-                         mrope_interleaved);
-}
-
-void rotate_inplace_cuda(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache, Tensor inv_freq,
-                         double mscale, std::optional<Tensor> positions, bool interleaved) {
-  rotate_inplace_cuda_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
-                          mscale, std::move(positions), interleaved, std::nullopt, false);
-}
-
-void rotate_inplace_cuda_mrope(Tensor q, std::optional<Tensor> k, Tensor cos_sin_cache,
-                               Tensor inv_freq, double mscale, std::optional<Tensor> positions,
-                               bool interleaved, std::vector<int64_t> mrope_section,
-                               bool mrope_interleaved) {
-  rotate_inplace_cuda_any(std::move(q), std::move(k), std::move(cos_sin_cache), std::move(inv_freq),
-                          mscale, std::move(positions), interleaved, std::move(mrope_section),
-                          mrope_interleaved);
-}
+using Overloads = detail::RotationOverloads<&rotate_cuda_any, &rotate_inplace_cuda_any>;
 
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CUDA, m) {
-  m.impl("rotate", TORCH_BOX(&rotate_cuda));
-  m.impl("rotate_inplace", TORCH_BOX(&rotate_inplace_cuda));
-  m.impl("rotate.mrope", TORCH_BOX(&rotate_cuda_mrope));
-  m.impl("rotate_inplace.mrope", TORCH_BOX(&rotate_inplace_cuda_mrope));
+  m.impl("rotate", TORCH_BOX(&Overloads::rotate));
+  m.impl("rotate_inplace", TORCH_BOX(&Overloads::rotate_inplace));
+  m.impl("rotate.mrope", TORCH_BOX(&Overloads::rotate_mrope));
+  m.impl("rotate_inplace.mrope", TORCH_BOX(&Overloads::rotate_inplace_mrope));
 }
 
 }  // namespace yarn_ext::cuda
