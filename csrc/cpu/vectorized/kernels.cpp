@@ -86,6 +86,13 @@ inline void prefetch(const void* row, int64_t bytes) {
   for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line);
 }
 
+// The same into L2 only (prefetcht1): for many short runs asked for well ahead, so that they do
+// not hold the L1's few miss buffers, which the loads of the rows being rotated need.
+inline void prefetch_to_l2(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line, 0, 2);
+}
+
 // The cos/sin rows (cos at [0, half), sin at [half, 2 half)) of a block of tokens.
 template <typename acc_t>
 class BlockTables {
@@ -329,8 +336,10 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
       if (op.heads_inner) {
         // Partial rotary (Qwen3.5 rotates 64 of 256 features): each head's rotated features are
         // a short run with a gap after it, which the hardware prefetchers do not follow, and
-        // every row's first load waited on memory. The next token's runs are asked for while
-        // this token's heads rotate.
+        // every row's first load waited on memory. The next token's runs are asked for, into L2,
+        // while this token's heads rotate (asked for into L1, they stalled the rotation: in
+        // bfloat16 Qwen3.5's shape went from 75-87% of the copy to 87-99% with the L2 hint,
+        // AVX2 and AVX512 copies alike).
         const bool ask_ahead = job.head_size > 2 * job.half;
         const int64_t run_bytes = 2 * job.half * static_cast<int64_t>(sizeof(scalar_t));
         const bool more_blocks = block + count < end;
@@ -340,7 +349,7 @@ void rotate_tokens_typed(const RotateJob& job, int64_t begin, int64_t end) {
             const int64_t next = t + 1 < count ? in_offsets[o][t + 1] : cursors[o].in();
             DimsCursor ahead_head(op.heads, 0);
             for (int64_t h = 0; h < op.num_heads; ++h, ahead_head.next()) {
-              prefetch(in + next + ahead_head.in(), run_bytes);
+              prefetch_to_l2(in + next + ahead_head.in(), run_bytes);
             }
           }
           DimsCursor head(op.heads, 0);
