@@ -8,6 +8,8 @@ Measures, in one run, so that every ratio compares figures taken side by side:
     the copy of the same bytes (the roofline) and, on CUDA, FlashInfer / Liger-Kernel if installed;
   - MRoPE (the Qwen3.5 and Qwen3-VL shapes, benchmarks/mrope.py) beside plain RoPE and
     transformers' eager MRoPE path;
+  - the serving step fused (rotate_store_kv, benchmarks/kv_store.py) beside the same work as
+    separate steps and the copy of its bytes;
   - cos/sin cache construction time against length: yarn_ext and the float32 construction;
   - max |error| of cos/sin against float64 math by position up to 2^20 (on the CPU; the tables
     are the same on every device).
@@ -29,6 +31,7 @@ import yarn_ext
 from .accuracy import error_by_position
 from .common import BASE, HEAD_DIM, ORIGINAL, SCALE, machine
 from .construction import bench_construction
+from .kv_store import bench_kv_store, kv_store_table
 from .layouts import bench_layouts, layout_table
 from .mrope import SHAPES, bench_mrope, mrope_table
 from .rotation import MAX_POSITION, bench_one_token_call, bench_rotation
@@ -54,6 +57,9 @@ QUICK = ([torch.float32], [1, 64], [1024, 4096], [64])
 # tokens of the MRoPE table (bfloat16)
 MROPE_TOKENS = {"cpu": [16, 256, 4096], "cuda": [16, 4096, 16384]}
 MROPE_QUICK = [16]
+# tokens of the serving table (rotate_store_kv, bfloat16)
+KV_STORE_TOKENS = {"cpu": [1, 16, 256, 4096], "cuda": [1, 16, 256, 4096, 16384, 131072]}
+KV_STORE_QUICK = [16]
 LAYOUT_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
@@ -97,6 +103,7 @@ def headline(
     accuracy: list[dict],
     layouts: list[dict],
     mrope: list[dict],
+    kv_store: list[dict],
 ) -> list[str]:
     """The issue's targets, as measured: at HEADLINE_TOKENS (or the largest measured), the
     one-token call, MRoPE against plain RoPE and transformers, the cache at CACHE_LENGTH (or the
@@ -134,6 +141,13 @@ def headline(
         if "transformers_us" in big:
             text += f"; {big['transformers_us'] / big['mrope_us']:.1f}x transformers' eager MRoPE"
         lines.append(f"| {shape} MRoPE, {big['tokens']} tokens, in-place q+k | {text} |")
+    if kv_store:
+        big = min(kv_store, key=lambda r: abs(r["tokens"] - HEADLINE_TOKENS))
+        lines.append(
+            f"| rotate_store_kv (norm + rotation + paged cache write), {big['tokens']} tokens, "
+            f"{big['dtype']} | {100 * big['copy_us'] / big['fused_us']:.0f}% of the copy; "
+            f"{big['separate_us'] / big['fused_us']:.1f}x the separate steps |"
+        )
     cache = max(construction, key=lambda r: r["length"])
     lines.append(
         f"| cache {cache['length']} x {HEAD_DIM} | {cache['yarn_ext_us'] / 1e3:.2f} ms vs float32 "
@@ -213,6 +227,11 @@ def main() -> None:
         for n in (MROPE_QUICK if args.quick else MROPE_TOKENS[device])
     ]
     print("\n".join(mrope_table(mrope)), flush=True)
+    kv_store = [
+        bench_kv_store(device, torch.bfloat16, n, min_time)
+        for n in (KV_STORE_QUICK if args.quick else KV_STORE_TOKENS[device])
+    ]
+    print("\n".join(kv_store_table(kv_store)), flush=True)
     construction = bench_construction(device, lengths, min_time)
     top = 2**12 if args.quick else 2**20
     accuracy = error_by_position(HEAD_DIM, BASE, SCALE, ORIGINAL, top=top)
@@ -224,7 +243,7 @@ def main() -> None:
         "",
         "## Headline",
         "",
-        *headline(rows, calls, construction, accuracy, layouts, mrope),
+        *headline(rows, calls, construction, accuracy, layouts, mrope, kv_store),
         "",
         "## In-place q+k rotation (32 q + 8 k heads, head_dim 128, random positions)",
         "",
@@ -250,6 +269,16 @@ def main() -> None:
         "copy moves the rotated features of q and k.",
         "",
         *mrope_table(mrope),
+        "",
+        "## Serving: norm, rotation and paged KV-cache write fused (rotate_store_kv, bfloat16)",
+        "",
+        "Qwen3-8B's attention: 32 q + 8 kv heads, head_dim 128; q, k and v slices of one fused "
+        "qkv, random positions, each token at a random row of a paged cache (blocks of 16). "
+        "fused: rotate_store_kv_ with both norm weights; separate: torch.rms_norm on q and k, "
+        "yarn_ext's rotate_, the cache write by indexing; copy: q, k and v read once, q and the k "
+        "and v rows written once.",
+        "",
+        *kv_store_table(kv_store),
         "",
         "## Cache construction (head_dim 128)",
         "",
@@ -284,6 +313,7 @@ def main() -> None:
                 "rotation": rows,
                 "layouts": layouts,
                 "mrope": mrope,
+                "kv_store": kv_store,
                 "one_token_call_us": calls,
                 "construction": construction,
                 "accuracy": accuracy,

@@ -23,6 +23,7 @@ struct Codes {
   int32_t float64 = aoti_torch_dtype_float64();
   int32_t int32 = aoti_torch_dtype_int32();
   int32_t int64 = aoti_torch_dtype_int64();
+  int32_t float8_e4m3fn = aoti_torch_dtype_float8_e4m3fn();
   int32_t cpu = aoti_torch_device_type_cpu();
   int32_t cuda = aoti_torch_device_type_cuda();
   int32_t meta = aoti_torch_device_type_meta();
@@ -41,6 +42,7 @@ Dtype dtype_of(int32_t code) {
   if (code == c.float64) return Dtype::kFloat64;
   if (code == c.int64) return Dtype::kInt64;
   if (code == c.int32) return Dtype::kInt32;
+  if (code == c.float8_e4m3fn) return Dtype::kFloat8E4M3;
   return Dtype::kOther;
 }
 
@@ -92,6 +94,8 @@ int64_t element_size(Dtype dtype) {
     case Dtype::kFloat64:
     case Dtype::kInt64:
       return 8;
+    case Dtype::kFloat8E4M3:
+      return 1;
     case Dtype::kOther:
       return 0;
   }
@@ -118,6 +122,8 @@ const char* dtype_name(const Tensor& t) {
       return "int32";
     case ScalarType::Long:
       return "int64";
+    case ScalarType::Float8_e4m3fn:
+      return "float8_e4m3fn";
     case ScalarType::Bool:
       return "bool";
     case ScalarType::ComplexFloat:
@@ -266,9 +272,9 @@ void check_inplace_pair(const char* op, const Tensor& q, const TensorMeta& q_met
 void check_no_internal_overlap(const char* op, const char* name, const TensorMeta& t) {
   const Overlap found = self_overlap(t);
   YARN_CHECK(found != Overlap::kYes, op, name,
-             " has overlapping elements (an expanded view?) and cannot be rotated in place");
+             " has overlapping elements (an expanded view?) and cannot be written in place");
   YARN_CHECK(found != Overlap::kUnknown, op, "the layout of ", name,
-             " is too irregular to prove that its elements do not overlap, which rotating in "
+             " is too irregular to prove that its elements do not overlap, which writing it in "
              "place needs (pass a contiguous copy)");
 }
 
@@ -284,11 +290,20 @@ void check_disjoint(const char* op, const MemoryView& q, const MemoryView& k) {
 void check_not_read(const char* op, const MemoryView& written, const MemoryView& read) {
   const Overlap found = views_overlap(written.data, *written.meta, read.data, *read.meta);
   YARN_CHECK(found != Overlap::kYes, op, written.name, " shares memory with ", read.name,
-             ", which the rotation reads; rotating ", written.name,
+             ", which the call reads; writing ", written.name,
              " in place would change it mid-call (pass a copy)");
   YARN_CHECK(found != Overlap::kUnknown, op, written.name, " and ", read.name,
-             " are views too irregular to prove that they do not share memory, which rotating ",
+             " are views too irregular to prove that they do not share memory, which writing ",
              written.name, " in place needs (pass a copy)");
+}
+
+void check_apart(const char* op, const MemoryView& a, const MemoryView& b) {
+  const Overlap found = views_overlap(a.data, *a.meta, b.data, *b.meta);
+  YARN_CHECK(found != Overlap::kYes, op, a.name, " and ", b.name,
+             " share memory; the call writes both (pass separate tensors)");
+  YARN_CHECK(found != Overlap::kUnknown, op, a.name, " and ", b.name,
+             " are views too irregular to prove that they do not share memory, which writing "
+             "both needs (pass separate tensors)");
 }
 
 }  // namespace yarn_ext::detail

@@ -40,7 +40,16 @@ template <typename... Parts>
   } while (false)
 
 // The dtypes the operators know, as the C shim's codes (read once: the codes are the ABI's).
-enum class Dtype { kFloat32, kFloat16, kBFloat16, kFloat64, kInt32, kInt64, kOther };
+enum class Dtype {
+  kFloat32,
+  kFloat16,
+  kBFloat16,
+  kFloat64,
+  kInt32,
+  kInt64,
+  kFloat8E4M3,  // float8_e4m3fn: a KV cache's element type (rotate_store_kv)
+  kOther
+};
 
 // A tensor's metadata, read through torch's C shim once per call. Each read is a call into
 // libtorch, and the stable Tensor's own scalar_type() and device() make a dozen each (they map
@@ -118,7 +127,10 @@ void check_no_internal_overlap(const char* op, const char* name, const TensorMet
 // q and k must not share an element.
 void check_disjoint(const char* op, const MemoryView& q, const MemoryView& k);
 
-// A written tensor must not share a byte with a table the call reads.
+// A written tensor must not share a byte with a tensor the call reads.
 void check_not_read(const char* op, const MemoryView& written, const MemoryView& read);
+
+// Two written tensors must not share a byte.
+void check_apart(const char* op, const MemoryView& a, const MemoryView& b);
 
 }  // namespace yarn_ext::detail

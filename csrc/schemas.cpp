@@ -27,6 +27,17 @@ STABLE_TORCH_LIBRARY(yarn_ext, m) {
       "rotate_inplace.mrope(Tensor(a!) q, Tensor(b!)? k, Tensor cos_sin_cache, Tensor inv_freq, "
       "float mscale, Tensor? positions, bool interleaved, int[] mrope_section, "
       "bool mrope_interleaved) -> ()");
+  // Serving: q and k normalized per head (RMSNorm, when weights are given) and rotated, q in
+  // place, the rotated k and v written to paged caches [num_blocks, block_size, heads, head_dim]
+  // at slot_mapping (-1: padding), quantized for a float8_e4m3fn cache (k_scale, v_scale). k is
+  // written only with write_k. (The KV-cache fusion of csrc/kv_store_plan.h.)
+  m.def(
+      "rotate_store_kv(Tensor(a!) q, Tensor(b!) k, Tensor v, Tensor cos_sin_cache, "
+      "Tensor inv_freq, float mscale, Tensor positions, Tensor(c!) k_cache, Tensor(d!) v_cache, "
+      "Tensor slot_mapping, Tensor? q_norm_weight=None, Tensor? k_norm_weight=None, "
+      "float eps=1e-6, bool norm_unit_offset=False, Tensor? k_scale=None, Tensor? v_scale=None, "
+      "bool interleaved=False, bool write_k=False, int[]? mrope_section=None, "
+      "bool mrope_interleaved=False) -> ()");
 }
 
 // Referenced by the C++ API's headers (yarn_ext/library_anchor.h), so that a program that uses

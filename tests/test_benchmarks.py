@@ -60,6 +60,10 @@ def test_cpu_benchmark_writes_table_json_and_plots(tmp_path: Path) -> None:
         # transformers' own path, beside them (requirements-test.txt installs it)
         assert row["transformers_us"] > 0
     assert "## MRoPE beside plain RoPE" in run.stdout
+    # the serving step fused, beside the separate steps and the copy
+    (kv_store,) = results["kv_store"]
+    assert all(kv_store[f"{name}_us"] > 0 for name in ("copy", "fused", "separate"))
+    assert "## Serving: norm, rotation and paged KV-cache write fused" in run.stdout
     accuracy = results["accuracy"]
     assert accuracy[-1]["positions"][1] == 2**12
     # the accuracy figures are measurements the tests can hold to: float64 angles stay at

@@ -57,12 +57,66 @@ def outputs() -> dict[str, torch.Tensor]:
                 results[f"{case}-{interleaved}-bhsd"] = ops.rotate(
                     bhsd, cache, inv_freq, 1.1, bhsd_positions, interleaved
                 )
+    results.update(rotate_store_kv_outputs())
+    return results
+
+
+def rotate_store_kv_outputs() -> dict[str, torch.Tensor]:
+    """rotate_store_kv's loop: both norms (sums of squares over heads that are no whole number
+    of vectors), NaN and infinite inputs, partial rotary, both pair styles, float8 caches."""
+    results = {}
+    for dim, head_size in [(64, 96), (128, 128)]:
+        inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
+        cache = ops.build_cos_sin_cache(inv_freq, 300, 1.1)
+        positions = torch.tensor([5, 299, 400, -3, 2**62 + 5, 17])
+        slots = torch.tensor([3, -1, 0, 7, 5, 2])
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for cache_dtype in (dtype, torch.float8_e4m3fn):
+                for unit_offset in (False, True):
+                    for interleaved in (False, True):
+                        q = randn(6, 3, head_size, dtype=dtype, seed=3) * 4
+                        k = randn(6, 2, head_size, dtype=dtype, seed=4) * 4
+                        v = randn(6, 2, head_size, dtype=dtype, seed=5) * 4
+                        q[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+                        k[2, 1, head_size - 1] = float("nan")
+                        weights = [randn(head_size, dtype=dtype, seed=s) for s in (6, 7)]
+                        k_cache = torch.zeros(2, 4, 2, head_size).to(cache_dtype)
+                        v_cache = torch.zeros_like(k_cache)
+                        fp8 = cache_dtype == torch.float8_e4m3fn
+                        scales = (torch.tensor(0.01), torch.tensor(0.2)) if fp8 else (None, None)
+                        ops.rotate_store_kv(
+                            q,
+                            k,
+                            v,
+                            cache,
+                            inv_freq,
+                            1.1,
+                            positions,
+                            k_cache,
+                            v_cache,
+                            slots,
+                            q_norm_weight=weights[0],
+                            k_norm_weight=weights[1],
+                            norm_unit_offset=unit_offset,
+                            k_scale=scales[0],
+                            v_scale=scales[1],
+                            interleaved=interleaved,
+                            write_k=True,
+                        )
+                        case = f"kv-{dim}-{head_size}-{dtype}-{fp8}-{unit_offset}-{interleaved}"
+                        for name, t in (
+                            ("q", q),
+                            ("k", k),
+                            ("k_cache", k_cache),
+                            ("v_cache", v_cache),
+                        ):
+                            results[f"{case}-{name}"] = t
     return results
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal bit for bit, NaNs included."""
-    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
     return a.dtype == b.dtype and torch.equal(a.view(as_int), b.view(as_int))
 
 

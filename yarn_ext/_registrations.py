@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from yarn_ext import _validation as v
+from yarn_ext._kv_store_validation import check_rotate_store_kv
 
 _ROTATE = "yarn_ext::rotate"
 _ROTATE_INPLACE = "yarn_ext::rotate_inplace"
@@ -110,6 +111,51 @@ def _rotate_inplace_fake(
             if t is not None and v.concrete(t)
         ]
         v.check_inplace_memory(op, q, k, tables)
+
+
+@torch.library.register_fake("yarn_ext::rotate_store_kv")
+def _rotate_store_kv_fake(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cos_sin_cache: Tensor,
+    inv_freq: Tensor,
+    mscale: float,
+    positions: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    slot_mapping: Tensor,
+    q_norm_weight: Tensor | None = None,
+    k_norm_weight: Tensor | None = None,
+    eps: float = 1e-6,
+    norm_unit_offset: bool = False,
+    k_scale: Tensor | None = None,
+    v_scale: Tensor | None = None,
+    interleaved: bool = False,
+    write_k: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
+) -> None:
+    check_rotate_store_kv(
+        q,
+        k,
+        v,
+        cos_sin_cache,
+        inv_freq,
+        mscale,
+        positions,
+        k_cache,
+        v_cache,
+        slot_mapping,
+        q_norm_weight,
+        k_norm_weight,
+        eps,
+        k_scale,
+        v_scale,
+        write_k,
+        mrope_section,
+        mrope_interleaved,
+    )
 
 
 # -- autograd ----------------------------------------------------------------------------------

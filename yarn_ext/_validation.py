@@ -35,6 +35,7 @@ _DTYPE_NAMES = {
     torch.int16: "int16",
     torch.int32: "int32",
     torch.int64: "int64",
+    torch.float8_e4m3fn: "float8_e4m3fn",
     torch.bool: "bool",
     torch.complex64: "complex64",
     torch.complex128: "complex128",
@@ -278,14 +279,14 @@ def check_inplace_memory(
             _fail(
                 op,
                 name,
-                " has overlapping elements (an expanded view?) and cannot be rotated in place",
+                " has overlapping elements (an expanded view?) and cannot be written in place",
             )
         if found is Overlap.UNKNOWN:
             _fail(
                 op,
                 "the layout of ",
                 name,
-                " is too irregular to prove that its elements do not overlap, which rotating in "
+                " is too irregular to prove that its elements do not overlap, which writing it in "
                 "place needs (pass a contiguous copy)",
             )
         if name == "k":
@@ -309,7 +310,7 @@ def check_inplace_memory(
                     name,
                     " shares memory with ",
                     table_name,
-                    ", which the rotation reads; rotating ",
+                    ", which the call reads; writing ",
                     name,
                     " in place would change it mid-call (pass a copy)",
                 )
@@ -320,7 +321,7 @@ def check_inplace_memory(
                     " and ",
                     table_name,
                     " are views too irregular to prove that they do not share memory, which "
-                    "rotating ",
+                    "writing ",
                     name,
                     " in place needs (pass a copy)",
                 )

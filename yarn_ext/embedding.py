@@ -381,6 +381,59 @@ class YarnEmbedding(nn.Module):
         )
         return q, k
 
+    def rotate_store_kv_(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        positions: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        slot_mapping: Tensor,
+        *,
+        q_norm_weight: Tensor | None = None,
+        k_norm_weight: Tensor | None = None,
+        eps: float = 1e-6,
+        norm_unit_offset: bool = False,
+        k_scale: Tensor | None = None,
+        v_scale: Tensor | None = None,
+        write_k: bool = False,
+    ) -> Tensor:
+        """Serving's step after the qkv projection, in one pass (yarn_ext.ops.rotate_store_kv):
+        q and k ([T, H, D]) normalized per head when the weights are given (Qwen3's RMSNorm, or
+        Qwen3.5's (1 + weight) form with norm_unit_offset) and rotated with this module's tables
+        and style (MRoPE's included) - q in place - and k and v written to the paged caches
+        [num_blocks, block_size, Hkv, D] at slot_mapping (-1: padding), quantized for a
+        float8_e4m3fn cache with k_scale and v_scale. positions: [T] or [T, 1] (MRoPE also
+        [3, T]); positions past the cache are computed on the fly, so nothing grows. Returns q.
+        A call that raises has changed nothing; for inference only."""
+        if self._current.uninitialized:
+            _refuse_uninitialized()
+        t = self._current
+        ops.rotate_store_kv(
+            q,
+            k,
+            v,
+            t.cos_sin_cache,
+            t.inv_freq,
+            t.mscale,
+            positions,
+            k_cache,
+            v_cache,
+            slot_mapping,
+            q_norm_weight=q_norm_weight,
+            k_norm_weight=k_norm_weight,
+            eps=eps,
+            norm_unit_offset=norm_unit_offset,
+            k_scale=k_scale,
+            v_scale=v_scale,
+            interleaved=self.interleaved,
+            write_k=write_k,
+            mrope_section=self._mrope_args,
+            mrope_interleaved=self.mrope_interleaved,
+        )
+        return q
+
     def _rotate(self, t: _Tables, x: Tensor, positions: Tensor | None) -> Tensor:
         """The rotation with tables `t` and this module's style (MRoPE's included)."""
         return ops.rotate(

@@ -21,6 +21,7 @@ _ROTATE_INPLACE = torch.ops.yarn_ext.rotate_inplace.default
 # MRoPE's overloads: a plain call does not pay for parsing their arguments
 _ROTATE_MROPE = torch.ops.yarn_ext.rotate.mrope
 _ROTATE_INPLACE_MROPE = torch.ops.yarn_ext.rotate_inplace.mrope
+_ROTATE_STORE_KV = torch.ops.yarn_ext.rotate_store_kv.default
 _INCREMENT_VERSION = torch._C._increment_version
 
 
@@ -116,3 +117,74 @@ def rotate_inplace(
     # notices saved tensors being overwritten. Here, not in the library: the stable ABI has no
     # call for it, and a Python ADInplaceOrView kernel would cost a decode step microseconds.
     _INCREMENT_VERSION((q,) if k is None else (q, k))
+
+
+def rotate_store_kv(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cos_sin_cache: Tensor,
+    inv_freq: Tensor,
+    mscale: float,
+    positions: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    slot_mapping: Tensor,
+    *,
+    q_norm_weight: Tensor | None = None,
+    k_norm_weight: Tensor | None = None,
+    eps: float = 1e-6,
+    norm_unit_offset: bool = False,
+    k_scale: Tensor | None = None,
+    v_scale: Tensor | None = None,
+    interleaved: bool = False,
+    write_k: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
+) -> None:
+    """Serving's step between the qkv projection and attention, in one pass over q, k and v:
+
+    - q and k ([T, Hq, D], [T, Hkv, D]; slices of a fused qkv are fine) normalized per head when
+      their weights ([D]) are given - Qwen3's RMSNorm (float32, rounded to the dtype, times the
+      weight), or with norm_unit_offset Qwen3.5's (times 1 + weight in float32, rounded once);
+    - rotated as `rotate_inplace` rotates them, bit for bit: q in place, k into the cache (and
+      back into k with write_k);
+    - k and v ([T, Hkv, Dv]) written to the paged caches [num_blocks, block_size, Hkv, D] (vLLM's
+      flash layout; the block dimensions may be strided) at slot_mapping ([T]; slot = block *
+      block_size + offset; -1 is padding and writes nothing), divided by k_scale / v_scale and
+      saturated for float8_e4m3fn caches.
+
+    positions: [T] or [T, 1] (MRoPE: [3, T] or [3, T, 1], or plain). The norm covers the whole
+    head, the rotation its first dim features. A call that raises has changed nothing: on the
+    CPU that includes a slot outside [-1, num_blocks * block_size) and a slot used twice.
+    For inference: q or k requiring grad is refused."""
+    if (q.requires_grad or k.requires_grad) and torch.is_grad_enabled():
+        raise RuntimeError(
+            "yarn_ext.rotate_store_kv: q or k requires grad; the fused serving step is for "
+            "inference (run it under torch.no_grad() or torch.inference_mode())"
+        )
+    if mrope_interleaved and mrope_section is None:
+        _no_mrope_section()
+    _ROTATE_STORE_KV(
+        q,
+        k,
+        v,
+        cos_sin_cache,
+        inv_freq,
+        mscale,
+        positions,
+        k_cache,
+        v_cache,
+        slot_mapping,
+        q_norm_weight,
+        k_norm_weight,
+        eps,
+        norm_unit_offset,
+        k_scale,
+        v_scale,
+        interleaved,
+        write_k,
+        mrope_section,
+        mrope_interleaved,
+    )
+    _INCREMENT_VERSION((q, k_cache, v_cache, k) if write_k else (q, k_cache, v_cache))

@@ -57,10 +57,56 @@ struct RotateJob {
   MropeLayout mrope{};  // MRoPE: a token's t, h and w positions at the component stride
 };
 
+// One operand of rotate_store_kv: [tokens, heads, head_size] with unit element stride.
+struct TokenHeads {
+  void* data = nullptr;
+  int64_t token_stride = 0;
+  int64_t head_stride = 0;
+  int64_t num_heads = 0;
+};
+
+// A paged cache [blocks, block_size, heads, head_size], contiguous in its last two dimensions:
+// slot s is row s % block_size of block s / block_size.
+struct PagedCache {
+  void* data = nullptr;
+  int64_t block_stride = 0;
+  int64_t slot_stride = 0;  // along block_size
+};
+
+// rotate_store_kv over tokens: q and k normalized (when weights are given) and rotated, q in
+// place, k (and v) written to the paged caches at their tokens' slots, quantized for a float8
+// cache. Validated before it reaches the kernels (csrc/kv_store_plan.h): every slot is -1
+// (padding, nothing written) or a row of the caches, no two tokens share one.
+struct KvStoreJob {
+  // The tables, positions, dtype, head_size and style of the rotation (operands unused); token
+  // t's positions at offset t * position_stride.
+  RotateJob rotation;
+  int64_t position_stride = 0;
+  TokenHeads q, k, v;
+  int64_t v_head_size = 0;
+  bool write_k = false;  // the rotated (and normalized) k also back into k
+  PagedCache k_cache, v_cache;
+  int64_t block_size = 1;
+  const void* slots = nullptr;
+  bool int32_slots = false;
+  int64_t slot_stride = 1;
+  // RMSNorm over each head (weights [head_size] of the inputs' dtype, nullptr: no norm)
+  const void* q_weight = nullptr;
+  const void* k_weight = nullptr;
+  float eps = 0;
+  bool unit_offset = false;  // scale by (1 + weight) in float32 (Qwen3.5), not by weight
+  // float8_e4m3fn caches: values divided by the scale, saturated to +-448
+  bool fp8 = false;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+};
+
 struct Kernels {
   const char* name;
   // Rotates tokens [begin, end) of every operand of the job.
   void (*rotate_tokens)(const RotateJob& job, int64_t begin, int64_t end);
+  // Tokens [begin, end) of a rotate_store_kv call.
+  void (*rotate_store_kv_tokens)(const KvStoreJob& job, int64_t begin, int64_t end);
   // Rows [begin, end) of the float32 cos/sin cache: cos in columns [0, half), sin in [half, 2
   // half).
   void (*fill_cache_rows)(const double* frequencies, int64_t half, double mscale, float* cache,

@@ -10,13 +10,13 @@
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
+#include "cpu/job_helpers.h"
 #include "rotation_overloads.h"
 #include "rotation_plan.h"
 
@@ -24,9 +24,6 @@ namespace yarn_ext::cpu {
 namespace {
 
 using torch::stable::Tensor;
-
-// ATen's grain: below it, threading costs more than it saves.
-constexpr int64_t kGrainElements = 32768;
 
 // Splits the (merged) row dimensions of a task into token dimensions - those along which the
 // position changes - and head dimensions. With every_dim_a_token each row is its own token: for
@@ -90,48 +87,14 @@ void run_job(RotateJob& job, const RotationSettings& settings) {
   for (int o = 0; o < job.num_operands; ++o) {
     elements_per_token += job.operands[o].num_heads * job.head_size;
   }
-  const int64_t grain =
-      std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_token));
   const Kernels& k = kernels();
-  const auto threads = static_cast<int64_t>(torch::stable::get_num_threads());
-  // (Inside a parallel region torch's parallel_for runs its range on the calling thread, which
-  // then takes every chunk from the counter.)
-  if (job.num_tokens <= grain || threads == 1) {
-    k.rotate_tokens(job, 0, job.num_tokens);
-    return;
-  }
-  // Tokens are handed out in chunks (about 8 per thread, at least a grain each) from a shared
-  // counter, not split in equal parts up front: where cores are shared (a VM, a busy server), a
-  // core held up for a while leaves its chunks to the others instead of making the call wait
-  // for its part. (Measured on the 2-core development VM: with equal parts, whole runs of calls
-  // took the time of one core, or worse, while a copy of the same bytes - bound by memory, not
-  // by cores - kept its speed.)
-  const int64_t chunk = std::max(grain, (job.num_tokens + 8 * threads - 1) / (8 * threads));
-  const int64_t chunks = (job.num_tokens + chunk - 1) / chunk;
-  std::atomic<int64_t> next{0};
-  torch::stable::parallel_for(0, std::min(threads, chunks), 1, [&](int64_t, int64_t) {
-    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
-      k.rotate_tokens(job, c * chunk, std::min(job.num_tokens, (c + 1) * chunk));
-    }
-  });
+  for_token_chunks(job.num_tokens, elements_per_token,
+                   [&](int64_t begin, int64_t end) { k.rotate_tokens(job, begin, end); });
 }
 
 void set_positions(RotateJob& job, const detail::RotationTask& task) {
   job.positions = task.positions;
   job.int32_positions = task.int32_positions;
-}
-
-ElementType element_type(detail::Dtype type) {
-  switch (type) {
-    case detail::Dtype::kFloat16:
-      return ElementType::kFloat16;
-    case detail::Dtype::kBFloat16:
-      return ElementType::kBFloat16;
-    case detail::Dtype::kFloat64:
-      return ElementType::kFloat64;
-    default:  // float32, the only other type the checks let through
-      return ElementType::kFloat32;
-  }
 }
 
 // Rotates `first` and optionally `second` (k: same positions and tables).

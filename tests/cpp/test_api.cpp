@@ -324,6 +324,45 @@ void test_threads() {
         "a copy grows alone");
 }
 
+// rotate_store_kv through the module: q as rotate_ rotates it, k and v in the cache rows of
+// their slots (padding writes nothing), a bad slot refused with nothing written.
+void test_rotate_store_kv() {
+  torch::NoGradGuard no_grad;
+  yarn_ext::YarnEmbedding rope(yarn_ext::YarnEmbeddingOptions(64).max_position_embeddings(64));
+  const int64_t tokens = 5;
+  const at::Tensor q0 = torch::randn({tokens, 4, 128});
+  const at::Tensor k0 = torch::randn({tokens, 2, 128});
+  const at::Tensor v = torch::randn({tokens, 2, 128});
+  const at::Tensor positions = torch::tensor({3, 100, 7, 0, 1}, torch::kLong);
+  const at::Tensor slots = torch::tensor({6, -1, 0, 11, 3}, torch::kLong);
+  at::Tensor k_cache = torch::full({3, 4, 2, 128}, NAN);
+  at::Tensor v_cache = torch::full({3, 4, 2, 128}, NAN);
+  at::Tensor q = q0.clone();
+  at::Tensor k = k0.clone();
+  rope->rotate_store_kv_(q, k, v, positions, k_cache, v_cache, slots);
+  auto [q_want, k_want] = rope->rotate_(q0.clone(), k0.clone(), positions.unsqueeze(1));
+  check(torch::equal(q, q_want), "rotate_store_kv_: q as rotate_ rotates it");
+  check(torch::equal(k, k0), "rotate_store_kv_: k untouched without write_k");
+  const at::Tensor k_rows = k_cache.view({12, 2, 128});
+  const at::Tensor v_rows = v_cache.view({12, 2, 128});
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t slot = slots[t].item<int64_t>();
+    if (slot < 0) continue;
+    check(torch::equal(k_rows[slot], (*k_want)[t]), "rotate_store_kv_: k in its slot's row");
+    check(torch::equal(v_rows[slot], v[t]), "rotate_store_kv_: v in its slot's row");
+  }
+  check(k_rows.isnan().all(-1).all(-1).sum().item<int64_t>() == 12 - 4,
+        "rotate_store_kv_: only the tokens' rows written");
+  const at::Tensor before = k_cache.clone();
+  const at::Tensor bad = torch::tensor({6, -1, 0, 12, 3}, torch::kLong);
+  check(throws<std::exception>(
+            [&] { rope->rotate_store_kv_(q, k, v, positions, k_cache, v_cache, bad); },
+            "slot_mapping[3] = 12 is outside"),
+        "rotate_store_kv_: a slot past the cache is refused");
+  check(torch::equal(k_cache.nan_to_num(7), before.nan_to_num(7)),
+        "rotate_store_kv_: a refused call writes nothing");
+}
+
 }  // namespace
 
 int main() {
@@ -336,6 +375,7 @@ int main() {
   test_tables_never_built();
   test_in_place_aliasing();
   test_threads();
+  test_rotate_store_kv();
   std::printf("yarn_ext %s C++ tests: %s\n", YARN_EXT_VERSION, failures == 0 ? "passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -99,4 +99,57 @@ inline void rotate_inplace(at::Tensor& q, const std::optional<at::Tensor>& k,
   if (has_k && !k->is_inference()) torch::autograd::impl::bump_version(*k);
 }
 
+// rotate_store_kv's optional arguments (Python's keywords).
+struct KvStoreOptions {
+  // RMSNorm of q and k per head ([head_dim], q's dtype); absent: no norm. Qwen3's form (float32,
+  // rounded to the dtype, times the weight), or with norm_unit_offset Qwen3.5's (times 1 + weight
+  // in float32, rounded once).
+  std::optional<at::Tensor> q_norm_weight;
+  std::optional<at::Tensor> k_norm_weight;
+  double eps = 1e-6;
+  bool norm_unit_offset = false;
+  // float8_e4m3fn caches: float32 scales of one value (values are divided by them, saturated)
+  std::optional<at::Tensor> k_scale;
+  std::optional<at::Tensor> v_scale;
+  bool write_k = false;  // also write the normalized, rotated k back into k
+};
+
+// Serving's step after the qkv projection, in one pass: q [T, Hq, D] and k [T, Hkv, D]
+// normalized (when the weights are given) and rotated as rotate_inplace rotates them - q in
+// place - and k and v [T, Hkv, Dv] written to the paged caches [num_blocks, block_size, Hkv, D]
+// at slot_mapping [T] (-1: padding, nothing written), quantized for float8_e4m3fn caches.
+// positions: [T] or [T, 1] (MRoPE also [3, T] or [3, T, 1]); the style arguments are rotate's.
+// A call that throws has changed nothing. For inference.
+inline void rotate_store_kv(at::Tensor& q, at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& cos_sin_cache, const at::Tensor& inv_freq,
+                            double mscale, const at::Tensor& positions, at::Tensor& k_cache,
+                            at::Tensor& v_cache, const at::Tensor& slot_mapping,
+                            const KvStoreOptions& options = {}, bool interleaved = false,
+                            at::OptionalIntArrayRef mrope_section = std::nullopt,
+                            bool mrope_interleaved = false) {
+  TORCH_CHECK(!c10::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad()),
+              "yarn_ext.rotate_store_kv: q or k requires grad; the fused serving step is for "
+              "inference (run it under torch::NoGradGuard or c10::InferenceMode)");
+  if (mrope_interleaved && !mrope_section.has_value()) {
+    throw std::invalid_argument("yarn_ext: mrope_interleaved needs mrope_section");
+  }
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("yarn_ext::rotate_store_kv", "")
+          .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                      const at::Tensor&, double, const at::Tensor&, const at::Tensor&,
+                      const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                      const std::optional<at::Tensor>&, double, bool,
+                      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
+                      bool, at::OptionalIntArrayRef, bool)>();
+  op.call(q, k, v, cos_sin_cache, inv_freq, mscale, positions, k_cache, v_cache, slot_mapping,
+          options.q_norm_weight, options.k_norm_weight, options.eps, options.norm_unit_offset,
+          options.k_scale, options.v_scale, interleaved, options.write_k, mrope_section,
+          mrope_interleaved);
+  for (at::Tensor* t : {&q, &k_cache, &v_cache}) {
+    if (!t->is_inference()) torch::autograd::impl::bump_version(*t);
+  }
+  if (options.write_k && !k.is_inference()) torch::autograd::impl::bump_version(k);
+}
+
 }  // namespace yarn_ext

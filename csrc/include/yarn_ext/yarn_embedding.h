@@ -90,6 +90,14 @@ class YarnEmbeddingImpl : public torch::nn::Module {
       const std::optional<at::Tensor>& positions = std::nullopt,
       std::optional<int64_t> seq_len = std::nullopt);
 
+  // rotate_store_kv (yarn_ext/ops.h) with this module's tables and style, MRoPE's included:
+  // q and k normalized per the options and rotated (q in place), k and v written to the paged
+  // caches at slot_mapping. Positions past the cache are computed on the fly: nothing grows.
+  // Returns q. For inference (serving).
+  at::Tensor rotate_store_kv_(at::Tensor q, at::Tensor k, const at::Tensor& v,
+                              const at::Tensor& positions, at::Tensor k_cache, at::Tensor v_cache,
+                              const at::Tensor& slot_mapping, const KvStoreOptions& kv = {});
+
   // (cos, sin), each [1, 1, seq_len, dim], scaled by mscale (Zeta's forward's return value).
   std::pair<at::Tensor, at::Tensor> cos_sin(int64_t seq_len,
                                             std::optional<at::ScalarType> dtype = std::nullopt,
@@ -306,6 +314,19 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> YarnEmbeddingImpl::rotat
                  options.interleaved(), mrope(), options.mrope_interleaved());
   if (grown_tables.has_value()) tables_ = std::move(*grown_tables);  // the kernel succeeded
   return {std::move(q), std::move(k)};
+}
+
+inline at::Tensor YarnEmbeddingImpl::rotate_store_kv_(at::Tensor q, at::Tensor k,
+                                                      const at::Tensor& v,
+                                                      const at::Tensor& positions,
+                                                      at::Tensor k_cache, at::Tensor v_cache,
+                                                      const at::Tensor& slot_mapping,
+                                                      const KvStoreOptions& kv) {
+  const TableSet snapshot = current();
+  rotate_store_kv(q, k, v, snapshot.cos_sin_cache, snapshot.inv_freq, snapshot.mscale, positions,
+                  k_cache, v_cache, slot_mapping, kv, options.interleaved(), mrope(),
+                  options.mrope_interleaved());
+  return q;
 }
 
 inline std::pair<at::Tensor, at::Tensor> YarnEmbeddingImpl::cos_sin(

@@ -1,0 +1,106 @@
+// CPU kernel of rotate_store_kv (QK-RMSNorm, rotation and the paged KV-cache write in one pass):
+// this file validates and threads; the loop is vectorized/kv_store.h, in each instruction-set
+// copy. Every check - slot_mapping's values too - runs before the first write, so a call that
+// raises has changed nothing.
+#include <torch/csrc/stable/library.h>
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "cpu/cpu_kernels.h"
+#include "cpu/job_helpers.h"
+#include "kv_store_plan.h"
+
+namespace yarn_ext::cpu {
+namespace {
+
+using torch::stable::Tensor;
+
+TokenHeads token_heads(const detail::HeadsView& view) {
+  return {view.data, view.token_stride, view.head_stride, view.num_heads};
+}
+
+PagedCache paged_cache(const detail::PagedView& view) {
+  return {view.data, view.block_stride, view.slot_stride};
+}
+
+void rotate_store_kv_cpu(Tensor q, Tensor k, Tensor v, Tensor cos_sin_cache, Tensor inv_freq,
+                         double mscale, Tensor positions, Tensor k_cache, Tensor v_cache,
+                         Tensor slot_mapping, std::optional<Tensor> q_norm_weight,
+                         std::optional<Tensor> k_norm_weight, double eps, bool norm_unit_offset,
+                         std::optional<Tensor> k_scale, std::optional<Tensor> v_scale,
+                         bool interleaved, bool write_k,
+                         std::optional<std::vector<int64_t>> mrope_section,
+                         bool mrope_interleaved) {
+  constexpr const char* op = "yarn_ext.rotate_store_kv";
+  const detail::KvStorePlan plan =
+      detail::plan_rotate_store_kv(op, {q,
+                                        k,
+                                        v,
+                                        cos_sin_cache,
+                                        inv_freq,
+                                        mscale,
+                                        positions,
+                                        k_cache,
+                                        v_cache,
+                                        slot_mapping,
+                                        q_norm_weight,
+                                        k_norm_weight,
+                                        eps,
+                                        norm_unit_offset,
+                                        k_scale,
+                                        v_scale,
+                                        interleaved,
+                                        write_k,
+                                        {mrope_section, mrope_interleaved}});
+  detail::check_slots(op, plan);
+  if (plan.num_tokens == 0) return;
+  KvStoreJob job;
+  RotateJob& r = job.rotation;
+  r.dtype = element_type(plan.dtype);
+  r.num_tokens = plan.num_tokens;
+  r.positions = plan.positions;
+  r.int32_positions = plan.int32_positions;
+  r.cache = plan.tables.cache;
+  r.cache_positions = plan.tables.cache_positions;
+  r.frequencies = plan.tables.frequencies;
+  r.half = plan.tables.half;
+  r.mscale = plan.tables.mscale;
+  r.head_size = plan.head_size;
+  r.interleaved = plan.interleaved;
+  r.mrope = plan.tables.mrope;
+  job.position_stride = plan.position_stride;
+  job.q = token_heads(plan.q);
+  job.k = token_heads(plan.k);
+  job.v = token_heads(plan.v);
+  job.v_head_size = plan.v_head_size;
+  job.write_k = plan.write_k;
+  job.k_cache = paged_cache(plan.k_cache);
+  job.v_cache = paged_cache(plan.v_cache);
+  job.block_size = plan.block_size;
+  job.slots = plan.slots;
+  job.int32_slots = plan.int32_slots;
+  job.slot_stride = plan.slot_stride;
+  job.q_weight = plan.q_weight;
+  job.k_weight = plan.k_weight;
+  job.eps = plan.eps;
+  job.unit_offset = plan.unit_offset;
+  job.fp8 = plan.fp8;
+  job.k_scale = plan.k_scale;
+  job.v_scale = plan.v_scale;
+  const int64_t elements_per_token =
+      (plan.q.num_heads + plan.k.num_heads) * plan.head_size + plan.v.num_heads * plan.v_head_size;
+  const Kernels& kernel = kernels();
+  for_token_chunks(plan.num_tokens, elements_per_token, [&](int64_t begin, int64_t end) {
+    kernel.rotate_store_kv_tokens(job, begin, end);
+  });
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
+  m.impl("rotate_store_kv", TORCH_BOX(&rotate_store_kv_cpu));
+}
+
+}  // namespace yarn_ext::cpu
