@@ -95,11 +95,11 @@ void check_kv_positions(const char* op, const Tensor& positions, const TensorMet
   plan->tables.mrope.component_stride = p.stride(0);
 }
 
-HeadsView heads_view(const Tensor& t, const TensorMeta& meta) {
+TokenHeads heads_view(const Tensor& t, const TensorMeta& meta) {
   return {const_cast<void*>(t.const_data_ptr()), meta.stride(0), meta.stride(1), meta.size(1)};
 }
 
-PagedView paged_view(const Tensor& t, const TensorMeta& meta) {
+PagedCache paged_view(const Tensor& t, const TensorMeta& meta) {
   return {const_cast<void*>(t.const_data_ptr()), meta.stride(0), meta.stride(1)};
 }
 

@@ -11,14 +11,11 @@
 #include <vector>
 
 #include "checks.h"
+#include "kv_store_layout.h"
 #include "rotation_plan.h"
 #include "yarn_ext/core/cos_sin_run.h"
 
 namespace yarn_ext::detail {
-
-// Largest head size (of k and of v) the kernels take: their per-head scratch rows live on the
-// stack.
-constexpr int64_t kKvMaxHeadSize = 1024;
 
 // The operator's arguments, as the schema lists them (csrc/schemas.cpp).
 struct KvStoreArgs {
@@ -43,21 +40,6 @@ struct KvStoreArgs {
   MropeSection mrope;
 };
 
-// [tokens, heads, head_size] with unit element stride.
-struct HeadsView {
-  void* data;
-  int64_t token_stride;
-  int64_t head_stride;
-  int64_t num_heads;
-};
-
-// [blocks, block_size, heads, head_size], contiguous in the last two dimensions.
-struct PagedView {
-  void* data;
-  int64_t block_stride;
-  int64_t slot_stride;
-};
-
 struct KvStorePlan {
   CosSinTables tables;  // the rotation's (MRoPE layout included)
   Dtype dtype;          // of q, k and v
@@ -67,8 +49,8 @@ struct KvStorePlan {
   const void* positions;
   bool int32_positions;
   int64_t position_stride;  // between tokens (the component stride is in tables.mrope)
-  HeadsView q, k, v;
-  PagedView k_cache, v_cache;
+  TokenHeads q, k, v;
+  PagedCache k_cache, v_cache;
   int64_t num_blocks;
   int64_t block_size;
   const void* slots;

@@ -22,7 +22,7 @@ from yarn_ext._validation import (
 )
 
 OP = "yarn_ext.rotate_store_kv"
-# Must equal kKvMaxHeadSize (csrc/kv_store_plan.h).
+# Must equal kKvMaxHeadSize (csrc/kv_store_layout.h).
 MAX_HEAD_SIZE = 1024
 _HEAD_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

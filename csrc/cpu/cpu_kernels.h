@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kv_store_layout.h"
 #include "yarn_ext/core/mrope.h"
 #include "yarn_ext/core/strided_rows.h"
 
@@ -55,22 +56,6 @@ struct RotateJob {
   bool interleaved = false;
   bool inverse = false;
   MropeLayout mrope{};  // MRoPE: a token's t, h and w positions at the component stride
-};
-
-// One operand of rotate_store_kv: [tokens, heads, head_size] with unit element stride.
-struct TokenHeads {
-  void* data = nullptr;
-  int64_t token_stride = 0;
-  int64_t head_stride = 0;
-  int64_t num_heads = 0;
-};
-
-// A paged cache [blocks, block_size, heads, head_size], contiguous in its last two dimensions:
-// slot s is row s % block_size of block s / block_size.
-struct PagedCache {
-  void* data = nullptr;
-  int64_t block_stride = 0;
-  int64_t slot_stride = 0;  // along block_size
 };
 
 // rotate_store_kv over tokens: q and k normalized (when weights are given) and rotated, q in

@@ -17,14 +17,6 @@ namespace {
 
 using torch::stable::Tensor;
 
-TokenHeads token_heads(const detail::HeadsView& view) {
-  return {view.data, view.token_stride, view.head_stride, view.num_heads};
-}
-
-PagedCache paged_cache(const detail::PagedView& view) {
-  return {view.data, view.block_stride, view.slot_stride};
-}
-
 void rotate_store_kv_cpu(Tensor q, Tensor k, Tensor v, Tensor cos_sin_cache, Tensor inv_freq,
                          double mscale, Tensor positions, Tensor k_cache, Tensor v_cache,
                          Tensor slot_mapping, std::optional<Tensor> q_norm_weight,
@@ -71,13 +63,13 @@ void rotate_store_kv_cpu(Tensor q, Tensor k, Tensor v, Tensor cos_sin_cache, Ten
   r.interleaved = plan.interleaved;
   r.mrope = plan.tables.mrope;
   job.position_stride = plan.position_stride;
-  job.q = token_heads(plan.q);
-  job.k = token_heads(plan.k);
-  job.v = token_heads(plan.v);
+  job.q = plan.q;
+  job.k = plan.k;
+  job.v = plan.v;
   job.v_head_size = plan.v_head_size;
   job.write_k = plan.write_k;
-  job.k_cache = paged_cache(plan.k_cache);
-  job.v_cache = paged_cache(plan.v_cache);
+  job.k_cache = plan.k_cache;
+  job.v_cache = plan.v_cache;
   job.block_size = plan.block_size;
   job.slots = plan.slots;
   job.int32_slots = plan.int32_slots;

@@ -28,9 +28,6 @@ namespace CPU_CAPABILITY {
 // through memory).
 #define YARN_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 
-// Largest head_size the loop's stack rows hold (the plan refuses more).
-constexpr int64_t kMaxKvHeadSize = 1024;
-
 // Values rounded to scalar_t and widened back, in registers (the rounding a model's
 // `.to(input_dtype)` makes between two float32 steps). bfloat16 by bit operations where the
 // instruction set has them (rotate_row.h); a NaN may come back with another payload, which the
@@ -219,10 +216,10 @@ void rotate_store_kv_typed(const KvStoreJob& job, int64_t begin, int64_t end) {
   const acc_t* const* rows = block_rows.rows();
   TokenPositions positions[kBlock];
   // A k head's rotated values on their way to a float8 cache (or back into k).
-  scalar_t rotated[kMaxKvHeadSize];
+  scalar_t rotated[kKvMaxHeadSize];
   alignas(64) float inverse[kNormGroup];  // inverse_rms of the heads of the current group
-  float q_norm_scale[kMaxKvHeadSize];
-  float k_norm_scale[kMaxKvHeadSize];
+  float q_norm_scale[kKvMaxHeadSize];
+  float k_norm_scale[kKvMaxHeadSize];
   const float* q_weight = nullptr;
   const float* k_weight = nullptr;
   if (job.q_weight != nullptr) {
