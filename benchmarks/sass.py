@@ -26,7 +26,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +124,10 @@ def compile_objects(archs: tuple[str, ...], build: Path) -> list[Path]:
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    targets = ["CMakeFiles/yarn_ext_cuda.dir/csrc/cuda/cache_kernel.cu.o"]
-    targets.append("CMakeFiles/yarn_ext_cuda.dir/csrc/cuda/rotate_kernel.cu.o")
+    targets = [
+        f"CMakeFiles/yarn_ext_cuda.dir/csrc/cuda/{name}.cu.o"
+        for name in ("cache_kernel", "kv_store_kernel", "rotate_kernel")
+    ]
     subprocess.run(["ninja", "-C", str(build), *targets], check=True, env=env)
     return [build / t for t in targets]
 
@@ -279,10 +282,101 @@ def rotation_loops(all_loops: list[Loop]) -> list[Loop]:
 
 # (rotate_kernel: the single rotation kernel of earlier versions, for before/after reports)
 KERNEL = re.compile(
-    r"(rotate_tokens_kernel|rotate_generic_kernel|rotate_kernel|build_cos_sin_cache_kernel)"
+    r"(rotate_tokens_kernel|rotate_generic_kernel|rotate_store_kv_kernel|rotate_kernel|"
+    r"build_cos_sin_cache_kernel)"
 )
 TEMPLATE = re.compile(r"<(.*)>\(")
 DTYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "double": "fp64"}
+
+
+@dataclass
+class KvRow:
+    """rotate_store_kv_kernel (csrc/kv_store_work.h): a thread per head of a token, its loops
+    each once per 16-byte vector (or element) of the head. The worst loop of each kind among the
+    common-path loops (those that call nothing: the rare path - a position past the cache, an
+    image token's MRoPE positions - calls the float64 cos/sin and is not counted)."""
+
+    squares: int  # the norm's sum of squares, per 16 values
+    rotate: int  # normalize + rotate + store, per item (kVec pairs), worst norm, cache of q's dtype
+    rotate_fp8: int  # the same, storing to a float8 cache
+    copy: int  # v into the cache, per vector
+    copy_fp8: int  # v quantized, per vector
+    common_local: int  # LDL/STL in the common-path loops
+    rare_loops: int  # loops that call the float64 cos/sin
+    # instructions per 64 bytes of DRAM traffic, Qwen3-8B's shapes (32 q, 8 kv heads of 128)
+    per_64b: float = 0.0  # cache of q's dtype
+    per_64b_fp8: float = 0.0  # float8 cache
+
+
+# Qwen3-8B: the headline shapes of the fused serving step (benchmarks/kv_store.py)
+KV_HEADS = (32, 8)
+KV_HEAD_DIM = 128
+
+
+def fp8_conversion(loop: Loop) -> bool:
+    return any("E4M3" in i.opcode for i in loop.instructions)
+
+
+def analyse_kv(function: Function, row: Row) -> None:
+    """The fused kernel's loops, its local memory on the common path, and its cost per 64 bytes
+    for the headline shapes."""
+    every = loops(function)
+    common = [lp for lp in every if not any(i.opcode.startswith("CALL") for i in lp.instructions)]
+    rare = len(every) - len(common)
+    local = sum(lp.count("LDL") + lp.count("STL") for lp in common)
+
+    def worst(select: Callable[[Loop], bool]) -> int:
+        sizes = [len(lp.instructions) for lp in common if select(lp)]
+        return max(sizes, default=0)
+
+    def loads(lp: Loop) -> int:
+        return sum(1 for i in lp.instructions if i.opcode.startswith("LDG"))
+
+    def rotating(lp: Loop) -> bool:
+        return bool(lp.stores()) and loads(lp) >= 6
+
+    def copying(lp: Loop) -> bool:
+        return bool(lp.stores()) and loads(lp) == 1 and not lp.count("FADD")
+
+    kv = KvRow(
+        squares=worst(lambda lp: not lp.stores() and lp.count("FMUL") > 0),
+        rotate=worst(lambda lp: rotating(lp) and not fp8_conversion(lp)),
+        rotate_fp8=worst(lambda lp: rotating(lp) and fp8_conversion(lp)),
+        copy=worst(lambda lp: copying(lp) and not fp8_conversion(lp)),
+        copy_fp8=worst(lambda lp: copying(lp) and fp8_conversion(lp)),
+        common_local=local,
+        rare_loops=rare,
+    )
+    row.kv = kv
+    if local:
+        row.problems.append(f"{local} LDL/STL in the common-path loops")
+    fused = [lp for lp in common if not fp8_conversion(lp) and lp.count("FFMA")]
+    if fused:
+        row.problems.append("fused multiply-adds in a loop that rounds each operation alone")
+    if not (kv.squares and kv.rotate and kv.rotate_fp8 and kv.copy and kv.copy_fp8):
+        row.problems.append(f"a loop kind not found: {kv}")
+        return
+    if not row.vector:
+        return
+    dtype = row.variant.split(" ")[0]
+    size = {"bf16": 2, "fp16": 2, "fp32": 4}[dtype]
+    width = 16 // size
+    d = KV_HEAD_DIM
+    q_heads, kv_heads = KV_HEADS
+    head = d // 16 * kv.squares + d // 2 // width * kv.rotate
+    head_fp8 = d // 16 * kv.squares + d // 2 // width * kv.rotate_fp8
+    v, v_fp8 = d // width * kv.copy, d // width * kv.copy_fp8
+    row_bytes, fp8_row_bytes = 2 * d * size, d * size + d
+    kv.per_64b = ((q_heads + kv_heads) * head + kv_heads * v) / (
+        (q_heads + 2 * kv_heads) * row_bytes / 64
+    )
+    kv.per_64b_fp8 = (q_heads * head + kv_heads * (head_fp8 + v_fp8)) / (
+        (q_heads * row_bytes + 2 * kv_heads * fp8_row_bytes) / 64
+    )
+    whole = budget("H200") * 64 / ITEM_BYTES
+    for name, value in (("", kv.per_64b), (" (fp8 cache)", kv.per_64b_fp8)):
+        if value > whole:
+            row.problems.append(f"{value:.0f} instructions per 64 B{name} > the H200 budget")
 
 
 @dataclass
@@ -302,6 +396,7 @@ class Row:
     rotation_ops: str = ""
     fused: int = 0  # FFMA/DFMA in the kernel (callees apart): the rotation rounds each op alone
     vector: bool = False  # 16-byte work items: every global access of a rotate loop is 128-bit
+    kv: KvRow | None = None  # rotate_store_kv_kernel: its loops and the headline's cost
     problems: list[str] = field(default_factory=list)
 
     def at_heads(self, heads: int) -> float | None:
@@ -345,6 +440,12 @@ def analyse(function: Function, demangled: str) -> Row:
         res.get("LOCAL", -1),
         local_instructions,
     )
+    if row.kernel == "rotate_store_kv_kernel":
+        # its rare path (calls of the float64 cos/sin) keeps registers in a stack frame; the
+        # common path must have none
+        row.vector = not row.variant.split(" ")[1].startswith("1/")
+        analyse_kv(function, row)
+        return row
     if row.stack or row.local or local_instructions:
         row.problems.append(
             f"local memory: stack {row.stack}, local {row.local}, LDL/STL {local_instructions}"
@@ -424,6 +525,8 @@ def report(rows: list[Row]) -> list[str]:
         "|" + "---|" * 17,
     ]
     for r in rows:
+        if r.kv is not None:
+            continue
         at_few, at_many = (r.at_heads(h) for h in HEADS_PER_THREAD)
 
         def num(value: float | None) -> str:
@@ -454,6 +557,55 @@ def report(rows: list[Row]) -> list[str]:
             "ok" if not r.problems else "; ".join(r.problems),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    kv_rows = [r for r in rows if r.kv is not None]
+    if kv_rows:
+        lines += [
+            "",
+            "rotate_store_kv_kernel (a thread per head of a token): instructions per iteration of "
+            "its common-path loops (the worst of each kind; rare-path loops, which call the "
+            "float64 cos/sin, apart): squares per 16 values, rotate per item (kVec pairs: "
+            "normalize, rotate, store; worst norm), copy per vector of v; then, for Qwen3-8B's "
+            f"shapes ({KV_HEADS[0]} q, {KV_HEADS[1]} kv heads of {KV_HEAD_DIM}), the loops' "
+            "instructions per 64 B of DRAM traffic of a token (each head's setup, a few dozen "
+            "instructions, not counted), as a share of the budgets.",
+            "",
+            "| arch | variant | regs | stack (rare path) | common-path LDL/STL | rare loops "
+            "| squares | rotate | rotate fp8 | copy | copy fp8 | per 64 B | % H200 | % H100 "
+            "| per 64 B, fp8 cache | % H200 | % H100 | ok |",
+            "|" + "---|" * 18,
+        ]
+        for r in kv_rows:
+            kv = r.kv
+            assert kv is not None
+            whole200, whole100 = b200 * 64 / ITEM_BYTES, b100 * 64 / ITEM_BYTES
+
+            def pct(value: float, whole: float, vector: bool = r.vector) -> str:
+                return f"{100 * value / whole:.0f}%" if vector else "-"
+
+            def num(value: float, vector: bool = r.vector) -> str:
+                return f"{value:.0f}" if vector else "-"
+
+            cells = [
+                r.arch,
+                r.variant,
+                str(r.regs),
+                str(r.stack),
+                str(kv.common_local),
+                str(kv.rare_loops),
+                str(kv.squares),
+                str(kv.rotate),
+                str(kv.rotate_fp8),
+                str(kv.copy),
+                str(kv.copy_fp8),
+                num(kv.per_64b),
+                pct(kv.per_64b, whole200),
+                pct(kv.per_64b, whole100),
+                num(kv.per_64b_fp8),
+                pct(kv.per_64b_fp8, whole200),
+                pct(kv.per_64b_fp8, whole100),
+                "ok" if not r.problems else "; ".join(r.problems),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -500,7 +652,7 @@ def main() -> None:
     rows.sort(key=lambda r: (r.arch, r.kernel, r.variant))
     print("\n".join(report(rows)))
     if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
 
     missing = []
     for arch in archs:
@@ -511,6 +663,12 @@ def main() -> None:
             found = sum(1 for r in kernels if r.kernel == kernel)
             if found != 16:
                 missing.append(f"{arch}: {found} {kernel} instantiations found, 16 expected")
+        # bf16, fp16 and fp32; NeoX and GPT-J; 16-byte vectors and single elements
+        found = sum(1 for r in kernels if r.kernel == "rotate_store_kv_kernel")
+        if found != 12:
+            missing.append(
+                f"{arch}: {found} rotate_store_kv_kernel instantiations found, 12 expected"
+            )
         if not any(r.kernel == "build_cos_sin_cache_kernel" for r in kernels):
             missing.append(f"{arch}: no build_cos_sin_cache_kernel")
     failed = [r for r in rows if r.problems]
@@ -521,8 +679,9 @@ def main() -> None:
         print(f"FAILED {r.arch} {r.kernel} {r.variant}: {'; '.join(r.problems)}")
     if not failed and not missing:
         print(
-            f"static report: {len(rows)} kernels, no local memory; fast path within "
-            f"{MAX_PER_ITEM} instructions per item; the rotation rounds each operation alone"
+            f"static report: {len(rows)} kernels, no local memory (the fused kernel's: none on "
+            f"its common path); fast path within {MAX_PER_ITEM} instructions per item; the "
+            "rotation rounds each operation alone"
         )
     if args.check and (failed or missing):
         sys.exit(1)

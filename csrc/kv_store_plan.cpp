@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -140,6 +141,7 @@ KvStorePlan plan_rotate_store_kv(const char* op, const KvStoreArgs& a) {
   YARN_CHECK(v.size(1) == k.size(1), op, "v must have k's number of heads (", k.size(1),
              "), got shape ", shape_text(v));
   plan.dtype = q.dtype;
+  plan.device_index = q.device_index;
   plan.num_tokens = tokens;
   plan.head_size = q.size(-1);
   plan.v_head_size = v.size(-1);
@@ -212,6 +214,18 @@ KvStorePlan plan_rotate_store_kv(const char* op, const KvStoreArgs& a) {
                "k_scale and v_scale are for float8_e4m3fn caches, but the caches are ",
                dtype_name(a.k_cache));
   }
+  // the counter of invalid slots
+  TensorMeta invalid{};
+  if (a.invalid_slots.has_value()) {
+    invalid = read_meta(*a.invalid_slots);
+    YARN_CHECK(invalid.dtype == Dtype::kInt32, op, "invalid_slots must be an int32 tensor, got ",
+               dtype_name(*a.invalid_slots));
+    YARN_CHECK(invalid.same_device(q), op, "invalid_slots is on ", device_text(invalid),
+               " but q is on ", device_text(q));
+    YARN_CHECK(invalid.numel() == 1, op,
+               "invalid_slots must hold one value (a counter), got shape ", shape_text(invalid));
+    plan.invalid_slots = static_cast<int32_t*>(a.invalid_slots->mutable_data_ptr());
+  }
   // Memory, last: each written element once; nothing written that the call reads; q, k and v
   // apart from the caches.
   check_no_internal_overlap(op, "q", q);
@@ -236,6 +250,9 @@ KvStorePlan plan_rotate_store_kv(const char* op, const KvStoreArgs& a) {
     written.push_back(k_view);
   } else {
     read.insert(read.begin(), k_view);
+  }
+  if (plan.invalid_slots != nullptr) {
+    written.push_back({"invalid_slots", plan.invalid_slots, &invalid});
   }
   if (plan.q_weight != nullptr) read.push_back({"q_norm_weight", plan.q_weight, &q_weight});
   if (plan.k_weight != nullptr) read.push_back({"k_norm_weight", plan.k_weight, &k_weight});
@@ -269,6 +286,29 @@ void check_slots(const char* op, const KvStorePlan& plan) {
                " twice (tokens ", used[i - 1].second, " and ", used[i].second,
                "): a cache row would be written twice");
   }
+}
+
+int64_t kv_store_vector_width(const KvStorePlan& plan) {
+  const int64_t element = plan.dtype == Dtype::kFloat32 ? 4 : 2;
+  const int64_t width = 16 / element;
+  const int64_t cache_element = plan.fp8 ? 1 : element;
+  auto aligned = [](const void* p, int64_t bytes) {
+    return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
+  };
+  auto whole = [&](int64_t elements) { return elements % width == 0; };
+  auto heads = [&](const TokenHeads& t) {
+    return aligned(t.data, width * element) && whole(t.token_stride) && whole(t.head_stride);
+  };
+  auto paged = [&](const PagedCache& c) {
+    return aligned(c.data, width * cache_element) && whole(c.block_stride) && whole(c.slot_stride);
+  };
+  return whole(plan.head_size) && whole(plan.v_head_size) && whole(plan.tables.half) &&
+                 heads(plan.q) && heads(plan.k) && heads(plan.v) && paged(plan.k_cache) &&
+                 paged(plan.v_cache) && aligned(plan.q_weight, width * element) &&
+                 aligned(plan.k_weight, width * element) &&
+                 aligned(plan.tables.cache, width * static_cast<int64_t>(sizeof(float)))
+             ? width
+             : 1;
 }
 
 }  // namespace yarn_ext::detail

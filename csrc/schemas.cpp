@@ -30,14 +30,16 @@ STABLE_TORCH_LIBRARY(yarn_ext, m) {
   // Serving: q and k normalized per head (RMSNorm, when weights are given) and rotated, q in
   // place, the rotated k and v written to paged caches [num_blocks, block_size, heads, head_dim]
   // at slot_mapping (-1: padding), quantized for a float8_e4m3fn cache (k_scale, v_scale). k is
-  // written only with write_k. (The KV-cache fusion of csrc/kv_store_plan.h.)
+  // written only with write_k. invalid_slots: an int32 counter of one element, which the CUDA
+  // kernel adds the tokens whose slot lies outside the caches to (it skips their k and v; the
+  // CPU kernel refuses such a slot). (The KV-cache fusion of csrc/kv_store_plan.h.)
   m.def(
       "rotate_store_kv(Tensor(a!) q, Tensor(b!) k, Tensor v, Tensor cos_sin_cache, "
       "Tensor inv_freq, float mscale, Tensor positions, Tensor(c!) k_cache, Tensor(d!) v_cache, "
       "Tensor slot_mapping, Tensor? q_norm_weight=None, Tensor? k_norm_weight=None, "
       "float eps=1e-6, bool norm_unit_offset=False, Tensor? k_scale=None, Tensor? v_scale=None, "
       "bool interleaved=False, bool write_k=False, int[]? mrope_section=None, "
-      "bool mrope_interleaved=False) -> ()");
+      "bool mrope_interleaved=False, Tensor(e!)? invalid_slots=None) -> ()");
 }
 
 // Referenced by the C++ API's headers (yarn_ext/library_anchor.h), so that a program that uses

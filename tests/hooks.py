@@ -136,3 +136,59 @@ def cpp_module_calls(*args: Any) -> Any:
     """The C++ module's results for the Python constructor's keyword arguments and a sequence of
     calls (csrc/testing/module_hook.cpp)."""
     return _module_hook().module_calls(*args)
+
+
+def emulate_cuda_rotate_store_kv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: torch.Tensor,
+    inv_freq: torch.Tensor,
+    mscale: float,
+    positions: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    q_norm_weight: torch.Tensor | None = None,
+    k_norm_weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    norm_unit_offset: bool = False,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
+    interleaved: bool = False,
+    write_k: bool = False,
+    mrope_section: list[int] | None = None,
+    mrope_interleaved: bool = False,
+    invalid_slots: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """yarn_ext.rotate_store_kv as the CUDA kernel would compute it (slots outside the caches
+    skipped and counted into `invalid_slots`, not refused); returns the launch."""
+    width, grid_x, grid_y, block_x, block_y = (
+        _testing_ops()
+        .emulate_cuda_rotate_store_kv(
+            q,
+            k,
+            v,
+            cache,
+            inv_freq,
+            mscale,
+            positions,
+            k_cache,
+            v_cache,
+            slot_mapping,
+            q_norm_weight,
+            k_norm_weight,
+            eps,
+            norm_unit_offset,
+            k_scale,
+            v_scale,
+            interleaved,
+            write_k,
+            mrope_section,
+            mrope_interleaved,
+            invalid_slots,
+        )
+        .tolist()
+    )
+    return {"width": width, "grid": (grid_x, grid_y), "block": (block_x, block_y)}

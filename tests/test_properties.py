@@ -172,6 +172,77 @@ def test_cuda_work_on_the_cpu_matches_the_cpu_kernels(data: st.DataObject) -> No
     event(f"in place: {'+'.join(launch['path'] for launch in launches)}")
 
 
+@given(data=st.data())
+def test_rotate_store_kv_cpu_kernel_and_cuda_work_agree(data: st.DataObject) -> None:
+    """rotate_store_kv: drawn slots (padding among them, any block size), layouts (fused qkv,
+    strided cache blocks, rows off their alignment), head sizes, dtypes, norms and caches; the
+    CPU kernel and the CUDA kernel's work (emulated) give the same bits, and neither writes
+    outside the rows of the tokens' slots (the caches sit in poisoned guard bands)."""
+    from .test_kv_store_emulation import misaligned, same_bytes
+    from .test_rotate_store_kv import assert_only_slots_written, make_case
+
+    inv_freq, cache, mscale, dim = data.draw(tables())
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+    fp8 = data.draw(st.booleans())
+    head_size = dim + data.draw(st.sampled_from([0, 0, 8, 16, 3]))
+    tokens = data.draw(st.integers(0, 12))
+    block_size = data.draw(st.sampled_from([1, 2, 4, 16]))
+    blocks = -(-tokens // block_size) + data.draw(st.integers(0, 3))
+    shape = {
+        "dtype": dtype,
+        "cache_dtype": torch.float8_e4m3fn if fp8 else dtype,
+        "tokens": tokens,
+        "heads": (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3))),
+        "head_size": head_size,
+        "v_head_size": data.draw(st.sampled_from([head_size, 8, 24])),
+        "blocks": max(blocks, 1),
+        "block_size": block_size,
+        "padding": data.draw(st.integers(0, tokens)),
+        "fused": data.draw(st.booleans()),
+        "strided_blocks": data.draw(st.booleans()),
+        "seed": data.draw(st.integers(0, 2**16)),
+    }
+    shift = data.draw(st.booleans())
+    positions = torch.tensor(
+        data.draw(st.lists(st.integers(-50, 300), min_size=tokens, max_size=tokens)),
+        dtype=data.draw(st.sampled_from([torch.int64, torch.int32])),
+    )
+    slot_dtype = data.draw(st.sampled_from([torch.int64, torch.int32]))
+    kwargs: dict = {
+        "interleaved": data.draw(st.booleans()),
+        "write_k": data.draw(st.booleans()),
+    }
+    norm = data.draw(st.sampled_from(["none", "weight", "unit_offset"]))
+    if norm != "none":
+        kwargs["q_norm_weight"] = randn(head_size, dtype=dtype, seed=1) * 0.5 + 1
+        kwargs["k_norm_weight"] = randn(head_size, dtype=dtype, seed=2) * 0.5 + 1
+        kwargs["norm_unit_offset"] = norm == "unit_offset"
+        kwargs["eps"] = data.draw(st.sampled_from([1e-6, 1e-5, 0.0]))
+    if fp8:
+        kwargs["k_scale"] = torch.tensor([data.draw(st.sampled_from([0.01, 0.5, 2.0]))])
+        kwargs["v_scale"] = torch.tensor(data.draw(st.sampled_from([0.05, 1.0])))
+    cases = [make_case(**shape), make_case(**shape)]
+    for case in cases:
+        case.positions = positions
+        case.slots = case.slots.to(slot_dtype)
+        if shift:
+            misaligned(case)
+
+    def args(case):
+        return (case.q, case.k, case.v, cache, inv_freq, mscale, case.positions, case.k_cache)
+
+    ops.rotate_store_kv(*args(cases[0]), cases[0].v_cache, cases[0].slots, **kwargs)
+    launch = hooks.emulate_cuda_rotate_store_kv(
+        *args(cases[1]), cases[1].v_cache, cases[1].slots, **kwargs
+    )
+    event(f"vector width {launch['width']}")
+    for field in ("q", "k", "k_store", "v_store"):
+        assert same_bytes(getattr(cases[0], field), getattr(cases[1], field)), field
+    for case in cases:
+        assert_only_slots_written(case, case.k_cache, case.k_store)
+        assert_only_slots_written(case, case.v_cache, case.v_store)
+
+
 @given(
     data=st.data(),
     half=st.integers(1, 24),

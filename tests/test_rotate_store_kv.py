@@ -91,8 +91,9 @@ def make_case(
     return Case(q, k, v, positions, slots, k_cache, v_cache, k_store, v_store, guard)
 
 
-def run(case: Case, cache: torch.Tensor, inv_freq: torch.Tensor, mscale: float, **kwargs) -> None:
-    ops.rotate_store_kv(
+def call_args(case: Case, cache: torch.Tensor, inv_freq: torch.Tensor, mscale: float) -> tuple:
+    """The operator's positional arguments for a case."""
+    return (
         case.q,
         case.k,
         case.v,
@@ -103,8 +104,11 @@ def run(case: Case, cache: torch.Tensor, inv_freq: torch.Tensor, mscale: float, 
         case.k_cache,
         case.v_cache,
         case.slots,
-        **kwargs,
     )
+
+
+def run(case: Case, cache: torch.Tensor, inv_freq: torch.Tensor, mscale: float, **kwargs) -> None:
+    ops.rotate_store_kv(*call_args(case, cache, inv_freq, mscale), **kwargs)
 
 
 def rms_norm64(
@@ -383,6 +387,16 @@ def bad_inputs():
             "q and k_cache share memory; the call writes both",
         ),
         ("slot_mapping length", {"slots": [0, 1]}, r"slot_mapping must have shape \[3\]"),
+        (
+            "invalid_slots dtype",
+            {"invalid_slots": torch.zeros(1, dtype=torch.int64)},
+            "invalid_slots must be an int32 tensor, got int64",
+        ),
+        (
+            "invalid_slots shape",
+            {"invalid_slots": torch.zeros(2, dtype=torch.int32)},
+            r"invalid_slots must hold one value \(a counter\), got shape \[2\]",
+        ),
     ]
 
 
@@ -406,7 +420,7 @@ def build_bad(change: dict):
     args = (q, k, v, cache, inv_freq, mscale, positions, k_cache, v_cache, slots)
     kwargs = {
         name: change[name]
-        for name in ("q_norm_weight", "k_norm_weight", "eps", "k_scale", "v_scale")
+        for name in ("q_norm_weight", "k_norm_weight", "eps", "k_scale", "v_scale", "invalid_slots")
         if name in change
     }
     return args, kwargs
@@ -438,6 +452,25 @@ def test_bad_input_changes_nothing_and_fake_agrees(what, change, message) -> Non
         with pytest.raises(ValueError) as traced:
             ops.rotate_store_kv(*fake_args, **fake_kwargs)
     assert traced.value.args[0] == eager.value.args[0]
+
+
+def test_the_cpu_refuses_invalid_slots_and_leaves_the_counter() -> None:
+    """The CPU raises on a slot outside the caches before writing anything, the counter
+    included (the CUDA kernel counts such slots instead: test_kv_store_emulation.py)."""
+    counter = torch.tensor([3], dtype=torch.int32)
+    args, _ = build_bad({"slots": [0, 30, 2]})
+    q, k_cache = args[0], args[7]
+    assert_unchanged_after(
+        lambda: ops.rotate_store_kv(*args, invalid_slots=counter),
+        q,
+        k_cache,
+        counter,
+        error=ValueError,
+        match=r"slot_mapping\[1\] = 30 is outside",
+    )
+    args, _ = build_bad({})
+    ops.rotate_store_kv(*args, invalid_slots=counter)
+    assert counter.item() == 3
 
 
 def test_requires_grad_is_refused() -> None:

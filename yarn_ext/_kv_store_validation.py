@@ -244,6 +244,7 @@ def check_rotate_store_kv(
     write_k: bool,
     mrope_section: Sequence[int] | None,
     mrope_interleaved: bool,
+    invalid_slots: Tensor | None = None,
 ) -> None:
     """Every check of plan_rotate_store_kv (csrc/kv_store_plan.cpp), in its order."""
     half = check_tables(OP, cos_sin_cache, inv_freq, mscale)
@@ -333,6 +334,19 @@ def check_rotate_store_kv(
             "k_scale and v_scale are for float8_e4m3fn caches, but the caches are ",
             dtype_name(k_cache.dtype),
         )
+    if invalid_slots is not None:
+        if invalid_slots.dtype != torch.int32:
+            _fail(
+                OP, "invalid_slots must be an int32 tensor, got ", dtype_name(invalid_slots.dtype)
+            )
+        if invalid_slots.device != q.device:
+            _fail(OP, "invalid_slots is on ", invalid_slots.device, " but q is on ", q.device)
+        if invalid_slots.numel() != 1:
+            _fail(
+                OP,
+                "invalid_slots must hold one value (a counter), got shape ",
+                shape_text(invalid_slots.shape),
+            )
     tensors = [q, k, v, k_cache, v_cache, positions, slot_mapping, cos_sin_cache, inv_freq]
     if not all(concrete(t) for t in tensors):
         return
@@ -348,6 +362,8 @@ def check_rotate_store_kv(
         written.append(("k", k))
     else:
         read.insert(0, ("k", k))
+    if invalid_slots is not None and concrete(invalid_slots):
+        written.append(("invalid_slots", invalid_slots))
     for name, t in (
         ("q_norm_weight", q_norm_weight),
         ("k_norm_weight", k_norm_weight),

@@ -135,6 +135,7 @@ def _rotate_store_kv_fake(
     write_k: bool = False,
     mrope_section: list[int] | None = None,
     mrope_interleaved: bool = False,
+    invalid_slots: Tensor | None = None,
 ) -> None:
     check_rotate_store_kv(
         q,
@@ -155,6 +156,7 @@ def _rotate_store_kv_fake(
         write_k,
         mrope_section,
         mrope_interleaved,
+        invalid_slots,
     )
 
 

@@ -398,6 +398,7 @@ class YarnEmbedding(nn.Module):
         k_scale: Tensor | None = None,
         v_scale: Tensor | None = None,
         write_k: bool = False,
+        invalid_slots: Tensor | None = None,
     ) -> Tensor:
         """Serving's step after the qkv projection, in one pass (yarn_ext.ops.rotate_store_kv):
         q and k ([T, H, D]) normalized per head when the weights are given (Qwen3's RMSNorm, or
@@ -406,7 +407,9 @@ class YarnEmbedding(nn.Module):
         [num_blocks, block_size, Hkv, D] at slot_mapping (-1: padding), quantized for a
         float8_e4m3fn cache with k_scale and v_scale. positions: [T] or [T, 1] (MRoPE also
         [3, T]); positions past the cache are computed on the fly, so nothing grows. Returns q.
-        A call that raises has changed nothing; for inference only."""
+        A call that raises has changed nothing; for inference only. invalid_slots: on CUDA, an
+        int32 counter the kernel adds the tokens whose slot lies outside the caches to (they
+        are skipped; the CPU raises on them instead)."""
         if self._current.uninitialized:
             _refuse_uninitialized()
         t = self._current
@@ -431,6 +434,7 @@ class YarnEmbedding(nn.Module):
             write_k=write_k,
             mrope_section=self._mrope_args,
             mrope_interleaved=self.mrope_interleaved,
+            invalid_slots=invalid_slots,
         )
         return q
 

@@ -141,6 +141,7 @@ def rotate_store_kv(
     write_k: bool = False,
     mrope_section: list[int] | None = None,
     mrope_interleaved: bool = False,
+    invalid_slots: Tensor | None = None,
 ) -> None:
     """Serving's step between the qkv projection and attention, in one pass over q, k and v:
 
@@ -157,6 +158,11 @@ def rotate_store_kv(
     positions: [T] or [T, 1] (MRoPE: [3, T] or [3, T, 1], or plain). The norm covers the whole
     head, the rotation its first dim features. A call that raises has changed nothing: on the
     CPU that includes a slot outside [-1, num_blocks * block_size) and a slot used twice.
+    On CUDA the slots are read on the device only (no host synchronization; the call can be
+    captured in a CUDA graph): a slot outside the caches is never written - its token's k and v
+    are skipped as padding's are - and, when `invalid_slots` (an int32 tensor of one element on
+    q's device) is given, the kernel adds the number of such tokens to it; a slot used twice
+    writes one of the tokens' rows, which one undefined.
     For inference: q or k requiring grad is refused."""
     if (q.requires_grad or k.requires_grad) and torch.is_grad_enabled():
         raise RuntimeError(
@@ -186,5 +192,9 @@ def rotate_store_kv(
         write_k,
         mrope_section,
         mrope_interleaved,
+        invalid_slots,
     )
-    _INCREMENT_VERSION((q, k_cache, v_cache, k) if write_k else (q, k_cache, v_cache))
+    written = [q, k_cache, v_cache] + ([k] if write_k else [])
+    if invalid_slots is not None:
+        written.append(invalid_slots)
+    _INCREMENT_VERSION(tuple(written))

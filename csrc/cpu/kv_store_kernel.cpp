@@ -17,36 +17,9 @@ namespace {
 
 using torch::stable::Tensor;
 
-void rotate_store_kv_cpu(Tensor q, Tensor k, Tensor v, Tensor cos_sin_cache, Tensor inv_freq,
-                         double mscale, Tensor positions, Tensor k_cache, Tensor v_cache,
-                         Tensor slot_mapping, std::optional<Tensor> q_norm_weight,
-                         std::optional<Tensor> k_norm_weight, double eps, bool norm_unit_offset,
-                         std::optional<Tensor> k_scale, std::optional<Tensor> v_scale,
-                         bool interleaved, bool write_k,
-                         std::optional<std::vector<int64_t>> mrope_section,
-                         bool mrope_interleaved) {
-  constexpr const char* op = "yarn_ext.rotate_store_kv";
-  const detail::KvStorePlan plan =
-      detail::plan_rotate_store_kv(op, {q,
-                                        k,
-                                        v,
-                                        cos_sin_cache,
-                                        inv_freq,
-                                        mscale,
-                                        positions,
-                                        k_cache,
-                                        v_cache,
-                                        slot_mapping,
-                                        q_norm_weight,
-                                        k_norm_weight,
-                                        eps,
-                                        norm_unit_offset,
-                                        k_scale,
-                                        v_scale,
-                                        interleaved,
-                                        write_k,
-                                        {mrope_section, mrope_interleaved}});
-  detail::check_slots(op, plan);
+void run_cpu(const detail::KvStorePlan& plan) {
+  // (invalid_slots stays as it is: a slot outside the caches raises here, before any write)
+  detail::check_slots("yarn_ext.rotate_store_kv", plan);
   if (plan.num_tokens == 0) return;
   KvStoreJob job;
   RotateJob& r = job.rotation;
@@ -92,7 +65,7 @@ void rotate_store_kv_cpu(Tensor q, Tensor k, Tensor v, Tensor cos_sin_cache, Ten
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext, CPU, m) {
-  m.impl("rotate_store_kv", TORCH_BOX(&rotate_store_kv_cpu));
+  m.impl("rotate_store_kv", TORCH_BOX((&detail::rotate_store_kv_entry<void, &run_cpu>)));
 }
 
 }  // namespace yarn_ext::cpu

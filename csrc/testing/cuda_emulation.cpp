@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "checks.h"
+#include "kv_store_plan.h"
+#include "kv_store_work.h"
 #include "rotate_args.h"
 #include "rotation_plan.h"
 #include "yarn_ext/core/rotate_work.h"
@@ -185,6 +187,66 @@ Tensor plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t items_
   return plan;
 }
 
+// rotate_store_kv's CUDA work (kv_store_work.h), every thread of the launch the CUDA launcher
+// would make, in turn. Slot values are not checked on the host (the kernel skips a slot outside
+// the caches, and counts it into invalid_slots when given).
+// Returns [vector width, grid x, grid y, block x, block y].
+template <typename scalar_t, int kVec>
+void run_kv_store(const KvStoreLayout& layout, const kv_store::KvStoreLaunch& launch) {
+  for (int64_t by = 0; by < launch.grid_y; ++by) {
+    for (int64_t bx = 0; bx < launch.grid_x; ++bx) {
+      for (int64_t ty = 0; ty < launch.block_y; ++ty) {
+        for (int64_t tx = 0; tx < launch.block_x; ++tx) {
+          const auto u = [](int64_t v) { return static_cast<uint32_t>(v); };
+          if (layout.interleaved) {
+            kv_store::rotate_store_thread<scalar_t, kVec, true>(
+                layout, u(bx), u(by), u(tx), u(ty), u(launch.block_x), u(launch.block_y));
+          } else {
+            kv_store::rotate_store_thread<scalar_t, kVec, false>(
+                layout, u(bx), u(by), u(tx), u(ty), u(launch.block_x), u(launch.block_y));
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+int64_t run_kv_store_typed(const detail::KvStorePlan& plan, const kv_store::KvStoreLaunch& launch) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  if (detail::kv_store_vector_width(plan) == kVec) {
+    run_kv_store<scalar_t, kVec>(plan, launch);
+    return kVec;
+  }
+  run_kv_store<scalar_t, 1>(plan, launch);
+  return 1;
+}
+
+Tensor emulate_kv_store(const detail::KvStorePlan& plan) {
+  const kv_store::KvStoreLaunch launch = kv_store::kv_store_launch(plan);
+  int64_t width = 0;
+  if (plan.num_tokens > 0) {
+    switch (plan.dtype) {
+      case detail::Dtype::kFloat16:
+        width = run_kv_store_typed<c10::Half>(plan, launch);
+        break;
+      case detail::Dtype::kBFloat16:
+        width = run_kv_store_typed<c10::BFloat16>(plan, launch);
+        break;
+      default:
+        width = run_kv_store_typed<float>(plan, launch);
+    }
+  }
+  Tensor row = torch::stable::empty({5}, ScalarType::Long);
+  auto* out = static_cast<int64_t*>(row.mutable_data_ptr());
+  out[0] = width;
+  out[1] = launch.grid_x;
+  out[2] = launch.grid_y;
+  out[3] = launch.block_x;
+  out[4] = launch.block_y;
+  return row;
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY(yarn_ext_testing, m) {
@@ -197,6 +259,12 @@ STABLE_TORCH_LIBRARY(yarn_ext_testing, m) {
       "float mscale, Tensor? positions, bool interleaved, int sm_count, "
       "int[]? mrope_section=None, bool mrope_interleaved=False) -> Tensor");
   m.def(
+      "emulate_cuda_rotate_store_kv(Tensor(a!) q, Tensor(b!) k, Tensor v, Tensor cos_sin_cache, "
+      "Tensor inv_freq, float mscale, Tensor positions, Tensor(c!) k_cache, Tensor(d!) v_cache, "
+      "Tensor slot_mapping, Tensor? q_norm_weight, Tensor? k_norm_weight, float eps, "
+      "bool norm_unit_offset, Tensor? k_scale, Tensor? v_scale, bool interleaved, bool write_k, "
+      "int[]? mrope_section, bool mrope_interleaved, Tensor(e!)? invalid_slots) -> Tensor");
+  m.def(
       "plan_token_launch(int num_tokens, int total_heads, int items_per_row, int sm_count) -> "
       "Tensor");
 }
@@ -204,6 +272,8 @@ STABLE_TORCH_LIBRARY(yarn_ext_testing, m) {
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext_testing, CPU, m) {
   m.impl("emulate_cuda_rotate", TORCH_BOX(&emulate_cuda_rotate));
   m.impl("emulate_cuda_rotate_inplace", TORCH_BOX(&emulate_cuda_rotate_inplace));
+  m.impl("emulate_cuda_rotate_store_kv",
+         TORCH_BOX((&detail::rotate_store_kv_entry<Tensor, &emulate_kv_store>)));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(yarn_ext_testing, CompositeExplicitAutograd, m) {

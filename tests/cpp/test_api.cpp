@@ -361,6 +361,15 @@ void test_rotate_store_kv() {
         "rotate_store_kv_: a slot past the cache is refused");
   check(torch::equal(k_cache.nan_to_num(7), before.nan_to_num(7)),
         "rotate_store_kv_: a refused call writes nothing");
+  // the options reach the operator: write_k, and the invalid-slot counter (which the CPU leaves
+  // as it is: it refuses such slots instead)
+  yarn_ext::KvStoreOptions options;
+  options.write_k = true;
+  options.invalid_slots = torch::full({1}, 2, torch::kInt);
+  at::Tensor k2 = k0.clone();
+  rope->rotate_store_kv_(q0.clone(), k2, v, positions, k_cache, v_cache, slots, options);
+  check(torch::equal(k2, *k_want), "rotate_store_kv_: write_k writes the rotated k back");
+  check(options.invalid_slots->item<int32_t>() == 2, "rotate_store_kv_: the counter untouched");
 }
 
 }  // namespace

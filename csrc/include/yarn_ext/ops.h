@@ -112,6 +112,10 @@ struct KvStoreOptions {
   std::optional<at::Tensor> k_scale;
   std::optional<at::Tensor> v_scale;
   bool write_k = false;  // also write the normalized, rotated k back into k
+  // CUDA: an int32 counter of one element on q's device, which the kernel adds the tokens whose
+  // slot lies outside the caches to (their k and v are skipped, with no host synchronization).
+  // The CPU throws on such a slot before writing anything, and leaves the counter as it is.
+  std::optional<at::Tensor> invalid_slots;
 };
 
 // Serving's step after the qkv projection, in one pass: q [T, Hq, D] and k [T, Hkv, D]
@@ -141,15 +145,18 @@ inline void rotate_store_kv(at::Tensor& q, at::Tensor& k, const at::Tensor& v,
                       const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                       const std::optional<at::Tensor>&, double, bool,
                       const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
-                      bool, at::OptionalIntArrayRef, bool)>();
+                      bool, at::OptionalIntArrayRef, bool, const std::optional<at::Tensor>&)>();
   op.call(q, k, v, cos_sin_cache, inv_freq, mscale, positions, k_cache, v_cache, slot_mapping,
           options.q_norm_weight, options.k_norm_weight, options.eps, options.norm_unit_offset,
           options.k_scale, options.v_scale, interleaved, options.write_k, mrope_section,
-          mrope_interleaved);
+          mrope_interleaved, options.invalid_slots);
   for (at::Tensor* t : {&q, &k_cache, &v_cache}) {
     if (!t->is_inference()) torch::autograd::impl::bump_version(*t);
   }
   if (options.write_k && !k.is_inference()) torch::autograd::impl::bump_version(k);
+  if (options.invalid_slots.has_value() && !options.invalid_slots->is_inference()) {
+    torch::autograd::impl::bump_version(*options.invalid_slots);
+  }
 }
 
 }  // namespace yarn_ext
