@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 repo="$PWD"
 MATRIX_TESTS=(test_rotate.py test_module.py test_autograd.py test_compile.py test_opcheck.py test_mrope.py
   test_meta.py test_errors.py test_validation_parity.py test_module_parity.py test_helpers.py
-  test_accuracy.py test_aliasing.py test_meta_init.py)
+  test_accuracy.py test_aliasing.py test_meta_init.py test_rotate_store_kv.py)
 
 # The tests, copied out of the checkout, so that the installed wheel is what they import.
 tests="$work/matrix-tests"

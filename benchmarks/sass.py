@@ -296,7 +296,7 @@ class KvRow:
     common-path loops (those that call nothing: the rare path - a position past the cache, an
     image token's MRoPE positions - calls the float64 cos/sin and is not counted)."""
 
-    squares: int  # the norm's sum of squares, per 16 values
+    squares: int  # the norm's sum of squares, per KV_SQUARES values
     rotate: int  # normalize + rotate + store, per item (kVec pairs), worst norm, cache of q's dtype
     rotate_fp8: int  # the same, storing to a float8 cache
     copy: int  # v into the cache, per vector
@@ -311,6 +311,7 @@ class KvRow:
 # Qwen3-8B: the headline shapes of the fused serving step (benchmarks/kv_store.py)
 KV_HEADS = (32, 8)
 KV_HEAD_DIM = 128
+KV_SQUARES = 32  # values per iteration of the sum of squares (kSums, csrc/kv_store_work.h)
 
 
 def fp8_conversion(loop: Loop) -> bool:
@@ -363,8 +364,8 @@ def analyse_kv(function: Function, row: Row) -> None:
     width = 16 // size
     d = KV_HEAD_DIM
     q_heads, kv_heads = KV_HEADS
-    head = d // 16 * kv.squares + d // 2 // width * kv.rotate
-    head_fp8 = d // 16 * kv.squares + d // 2 // width * kv.rotate_fp8
+    head = d // KV_SQUARES * kv.squares + d // 2 // width * kv.rotate
+    head_fp8 = d // KV_SQUARES * kv.squares + d // 2 // width * kv.rotate_fp8
     v, v_fp8 = d // width * kv.copy, d // width * kv.copy_fp8
     row_bytes, fp8_row_bytes = 2 * d * size, d * size + d
     kv.per_64b = ((q_heads + kv_heads) * head + kv_heads * v) / (
@@ -563,7 +564,7 @@ def report(rows: list[Row]) -> list[str]:
             "",
             "rotate_store_kv_kernel (a thread per head of a token): instructions per iteration of "
             "its common-path loops (the worst of each kind; rare-path loops, which call the "
-            "float64 cos/sin, apart): squares per 16 values, rotate per item (kVec pairs: "
+            "float64 cos/sin, apart): squares per 32 values, rotate per item (kVec pairs: "
             "normalize, rotate, store; worst norm), copy per vector of v; then, for Qwen3-8B's "
             f"shapes ({KV_HEADS[0]} q, {KV_HEADS[1]} kv heads of {KV_HEAD_DIM}), the loops' "
             "instructions per 64 B of DRAM traffic of a token (each head's setup, a few dozen "

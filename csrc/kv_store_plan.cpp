@@ -269,8 +269,17 @@ KvStorePlan plan_rotate_store_kv(const char* op, const KvStoreArgs& a) {
 
 void check_slots(const char* op, const KvStorePlan& plan) {
   const int64_t num_slots = plan.num_blocks * plan.block_size;
-  std::vector<std::pair<int64_t, int64_t>> used;  // (slot, token)
-  used.reserve(static_cast<size_t>(plan.num_tokens));
+  // (slot, token) of the tokens with a slot; on the stack for a decode step's few tokens
+  using Use = std::pair<int64_t, int64_t>;
+  constexpr int64_t kOnStack = 64;
+  Use on_stack[kOnStack];
+  std::vector<Use> on_heap;
+  Use* used = on_stack;
+  if (plan.num_tokens > kOnStack) {
+    on_heap.resize(static_cast<size_t>(plan.num_tokens));
+    used = on_heap.data();
+  }
+  int64_t count = 0;
   for (int64_t t = 0; t < plan.num_tokens; ++t) {
     const int64_t offset = t * plan.slot_stride;
     const int64_t slot = plan.int32_slots ? static_cast<const int32_t*>(plan.slots)[offset]
@@ -278,10 +287,10 @@ void check_slots(const char* op, const KvStorePlan& plan) {
     YARN_CHECK(slot >= -1 && slot < num_slots, op, "slot_mapping[", t, "] = ", slot,
                " is outside [-1, ", num_slots, ") (-1 is padding; the caches have ",
                plan.num_blocks, " blocks of ", plan.block_size, ")");
-    if (slot >= 0) used.emplace_back(slot, t);
+    if (slot >= 0) used[count++] = {slot, t};
   }
-  std::sort(used.begin(), used.end());
-  for (size_t i = 1; i < used.size(); ++i) {
+  std::sort(used, used + count);
+  for (int64_t i = 1; i < count; ++i) {
     YARN_CHECK(used[i].first != used[i - 1].first, op, "slot_mapping has slot ", used[i].first,
                " twice (tokens ", used[i - 1].second, " and ", used[i].second,
                "): a cache row would be written twice");

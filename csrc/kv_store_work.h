@@ -10,8 +10,8 @@
 // then the normalized, rotated values. The second pass reads what the first brought into L1.
 //
 // The arithmetic is the CPU kernel's (cpu/vectorized/kv_store.h), operation for operation, so
-// that the devices agree bit for bit: the sum of squares in the same order (16 running sums,
-// value i into sum i % 16, then folded pairwise), each product and sum rounded on its own, the
+// that the devices agree bit for bit: the sum of squares in the same order (32 running sums,
+// value i into sum i % 32, then folded pairwise), each product and sum rounded on its own, the
 // dtype roundings the model's module makes, and rotation::rotate_pair's turn.
 //
 // Slots: a slot outside [-1, num_blocks * block_size) is never written on the device (the CPU
@@ -227,13 +227,13 @@ YARN_HOST_DEVICE inline void round_floats(float (&v)[kVec]) {
   }
 }
 
-// The sum of squares of the n values of a row, in the CPU kernel's order: 16 running sums, value
-// i added to sum i % 16 in index order, then the sums folded pairwise (sum 2j + sum 2j + 1).
+// The sum of squares of the n values of a row, in the CPU kernel's order: 32 running sums, value
+// i added to sum i % 32 in index order, then the sums folded pairwise (sum 2j + sum 2j + 1).
 // kVec values a load; the sums' indices are constants (the loops unroll), so they stay in
 // registers.
 template <typename scalar_t, int kVec>
 YARN_HOST_DEVICE inline float sum_of_squares(const scalar_t* in, int n) {
-  constexpr int kSums = 16;
+  constexpr int kSums = 32;
   static_assert(kSums % kVec == 0);
   float sums[kSums];
   YARN_UNROLL
@@ -260,6 +260,8 @@ YARN_HOST_DEVICE inline float sum_of_squares(const scalar_t* in, int n) {
   }
   // (four loops with constant bounds: a loop over the width would index the sums at run time,
   // which puts them in local memory on the GPU)
+  YARN_UNROLL
+  for (int j = 0; j < 16; ++j) sums[j] = rotation::add_rn(sums[2 * j], sums[2 * j + 1]);
   YARN_UNROLL
   for (int j = 0; j < 8; ++j) sums[j] = rotation::add_rn(sums[2 * j], sums[2 * j + 1]);
   YARN_UNROLL

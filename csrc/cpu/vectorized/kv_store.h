@@ -49,36 +49,80 @@ YARN_ALWAYS_INLINE std::pair<Vec, Vec> rounded(const Vec& lo, const Vec& hi) {
   }
 }
 
-// The sum of squares of n values in float32, in one order on every instruction-set copy (so
-// that every copy normalizes to the same bits): 16 running sums, value i added to sum i % 16
-// in index order, then the 16 sums added pairwise. (Lanes are 16 floats, or two vectors of 8
-// holding values i % 16 < 8 and >= 8; a unit's tail loads zeros, which change no sum.)
-template <typename scalar_t>
-float sum_of_squares(const scalar_t* in, int64_t n) {
-  using L = Lanes<scalar_t>;
-  using Vec = typename L::Vec;
-  constexpr int64_t kWidth = L::kWidth;
-  constexpr int kSums = 16;
-  static_assert(Vec::size() == 8 || Vec::size() == 16);
-  Vec sums[kSums / Vec::size()];
-  for (Vec& s : sums) s = Vec(0.0f);
-  for (int64_t i = 0; i < n; i += kWidth) {
-    const auto [a, b] = L::load(in + i, std::min(kWidth, n - i));
-    if constexpr (Vec::size() == kSums) {  // a: values i.. i + 15, b: i + 16.. i + 31
-      sums[0] = sums[0] + a * a;
-      sums[0] = sums[0] + b * b;
-    } else {  // a: values i.. i + 7, b: i + 8.. i + 15
-      sums[0] = sums[0] + a * a;
-      sums[kSums / Vec::size() - 1] = sums[kSums / Vec::size() - 1] + b * b;
-    }
-  }
-  float lanes[kSums];
-  for (int v = 0; v < kSums / Vec::size(); ++v) sums[v].store(lanes + v * Vec::size());
-  for (int width = kSums / 2; width >= 1; width /= 2) {
+// The sum of squares of n values in float32, in one order on every instruction-set copy and on
+// the GPU (csrc/kv_store_work.h), so that all of them normalize to the same bits: kNormSums
+// running sums, value i added to sum i % kNormSums in index order, then the sums added pairwise
+// (sum 2j + sum 2j + 1, halving). (A unit's tail loads zeros, which change no sum.)
+constexpr int kNormSums = 32;
+
+// The kNormSums sums, as stored in lanes[m] for sum m, folded.
+inline float fold_sums(float* lanes) {
+  for (int width = kNormSums / 2; width >= 1; width /= 2) {
     for (int j = 0; j < width; ++j) lanes[j] = lanes[2 * j] + lanes[2 * j + 1];
   }
   return lanes[0];
 }
+
+template <typename scalar_t>
+float sum_of_squares(const scalar_t* in, int64_t n) {
+  using L = Lanes<scalar_t>;
+  using Vec = typename L::Vec;
+  constexpr int64_t kWidth = L::kWidth;  // values a load: 2 vectors, in index order
+  static_assert(kNormSums % kWidth == 0);
+  constexpr int kLoads = kNormSums / kWidth;
+  Vec sums[2 * kLoads];  // sums[v] lane l: sum v * Vec::size() + l
+  for (Vec& s : sums) s = Vec(0.0f);
+  for (int64_t i = 0; i < n; i += kNormSums) {
+    for (int u = 0; u < kLoads; ++u) {
+      const int64_t at = i + u * kWidth;
+      if (at >= n) break;
+      const auto [a, b] = L::load(in + at, std::min(kWidth, n - at));
+      sums[2 * u] = sums[2 * u] + a * a;
+      sums[2 * u + 1] = sums[2 * u + 1] + b * b;
+    }
+  }
+  alignas(64) float lanes[kNormSums];
+  for (int v = 0; v < 2 * kLoads; ++v) sums[v].store(lanes + v * Vec::size());
+  return fold_sums(lanes);
+}
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// The same for bfloat16 rows of whole kNormSums-value units, by bit operations (widen_bf16): a
+// load of 2 * kSize values widens to the even-indexed ones and the odd-indexed ones, lane p of
+// the two holding values 2p and 2p + 1 of the load. (kSize is 16 or 8: one or two loads a unit.)
+inline float sum_of_squares_bf16(const c10::BFloat16* in, int64_t n) {
+  constexpr int64_t kSize = FloatVec::size();
+  constexpr int kLoads = kNormSums / (2 * kSize);
+  FloatVec even[kLoads], odd[kLoads];  // even[u] lane p: sum u * 2 kSize + 2p
+  for (int u = 0; u < kLoads; ++u) even[u] = odd[u] = FloatVec(0.0f);
+  for (int64_t i = 0; i < n; i += kNormSums) {
+    for (int u = 0; u < kLoads; ++u) {
+      const auto [e, o] = widen_bf16(IntVec::loadu(in + i + u * 2 * kSize));
+      even[u] = even[u] + e * e;
+      odd[u] = odd[u] + o * o;
+    }
+  }
+  alignas(64) float lanes[kNormSums];
+  for (int u = 0; u < kLoads; ++u) {
+    const auto [lo, hi] = at::vec::interleave2(even[u], odd[u]);  // back to index order
+    lo.store(lanes + u * 2 * kSize);
+    hi.store(lanes + u * 2 * kSize + kSize);
+  }
+  return fold_sums(lanes);
+}
+
+// bfloat16 rounding of float lanes between two float32 steps, widened back: the value
+// `.to(torch.bfloat16)` leaves, up to a NaN's payload. Without round_to_bf16_bits's NaN
+// select: a NaN stays a NaN (its rounding cannot carry out of the mantissa, for the low 16 bits
+// of every NaN here are zero - widened bfloat16 values, and what float arithmetic makes of
+// them), and the row's final store (narrow_bf16) writes every NaN as c10 does.
+YARN_ALWAYS_INLINE FloatVec rounded_bf16(const FloatVec& x) {
+  const IntVec bits = at::vec::cast<int32_t>(x);
+  const IntVec lsb = shift_right_16(bits) & IntVec(1);
+  return at::vec::cast<float>((bits + IntVec(0x7FFF) + lsb) &
+                              IntVec(static_cast<int32_t>(0xFFFF0000u)));
+}
+#endif
 
 // A norm weight as the loop multiplies by it, in float32: the weight itself (Qwen3), or
 // 1 + weight (Qwen3.5's unit offset, the sum in float32 as the model forms it). Made once per
@@ -99,10 +143,20 @@ constexpr int kNormGroup = 16;
 // each step rounded as torch rounds it (mean, + eps, rsqrt as ATen's vectors form it: 1 / sqrt).
 template <typename scalar_t>
 void inverse_rms(const scalar_t* head, int64_t head_stride, int count, int64_t n, float eps,
-                 float* inverse) {
+                 bool bit_bf16, float* inverse) {
   using Vec = at::vec::Vectorized<float>;
   alignas(64) float totals[kNormGroup] = {};
-  for (int h = 0; h < count; ++h) totals[h] = sum_of_squares(head + h * head_stride, n);
+  for (int h = 0; h < count; ++h) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      if (bit_bf16) {
+        totals[h] = sum_of_squares_bf16(head + h * head_stride, n);
+        continue;
+      }
+    }
+#endif
+    totals[h] = sum_of_squares(head + h * head_stride, n);
+  }
   for (int h = 0; h < kNormGroup; h += Vec::size()) {
     const Vec mean = Vec::loadu(totals + h) / Vec(static_cast<float>(n));
     (Vec(1.0f) / (mean + Vec(eps)).sqrt()).store(inverse + h);
@@ -173,6 +227,79 @@ void norm_rotate_row(const scalar_t* in, scalar_t* out, const float* scale, floa
   }
 }
 
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// norm_rotate_row for bfloat16 by bit operations, without ATen's conversions: the row widened to
+// its even- and odd-indexed values (widen_bf16), `scale` (norm_scale's values) and - for
+// rotate_half pairs - the cos/sin row in paired layout (make_paired_row), each value rounded as
+// the Lanes loop rounds it (c10's rounding, round_to_bf16_bits) and the same operations in the
+// same order: norm_rotate_row's bits. Whole units of 2 * kSize values (kv_store_bit_path).
+template <bool interleaved>
+void norm_rotate_row_bf16(const c10::BFloat16* in, c10::BFloat16* out, const float* scale,
+                          float inverse_rms, bool unit_offset, const float* cos_sin, int64_t half,
+                          int64_t head_size) {
+  constexpr int64_t kSize = FloatVec::size();
+  const FloatVec inverse(inverse_rms);
+  const float* cos = cos_sin;
+  const float* sin = cos_sin + half;
+  // the 2 * kSize values from `at`, normalized: (even-indexed, odd-indexed)
+  auto norm = [&](int64_t at) YARN_ALWAYS_INLINE_LAMBDA {
+    const auto [e, o] = widen_bf16(IntVec::loadu(in + at));
+    const FloatVec we = FloatVec::loadu(scale + at);
+    const FloatVec wo = FloatVec::loadu(scale + at + kSize);
+    if (unit_offset) {
+      return std::pair{rounded_bf16(e * inverse * we), rounded_bf16(o * inverse * wo)};
+    }
+    return std::pair{rounded_bf16(we * rounded_bf16(e * inverse)),
+                     rounded_bf16(wo * rounded_bf16(o * inverse))};
+  };
+  if constexpr (interleaved) {  // a pair per 32-bit lane
+    for (int64_t i = 0; i < half; i += kSize) {
+      auto [a, b] = norm(2 * i);
+      turn<false>(a, b, FloatVec::loadu(cos + i), FloatVec::loadu(sin + i));
+      narrow_bf16(a, b).store(out + 2 * i);
+    }
+  } else {
+    for (int64_t i = 0; i < half; i += 2 * kSize) {
+      auto [a_even, a_odd] = norm(i);
+      auto [b_even, b_odd] = norm(half + i);
+      turn<false>(a_even, b_even, FloatVec::loadu(cos + i), FloatVec::loadu(sin + i));
+      turn<false>(a_odd, b_odd, FloatVec::loadu(cos + i + kSize), FloatVec::loadu(sin + i + kSize));
+      narrow_bf16(a_even, a_odd).store(out + i);
+      narrow_bf16(b_even, b_odd).store(out + half + i);
+    }
+  }
+  for (int64_t i = 2 * half; i < head_size; i += 2 * kSize) {
+    const auto [e, o] = norm(i);
+    narrow_bf16(e, o).store(out + i);
+  }
+}
+#endif
+
+// Whether a call's bfloat16 rows take the bit-operation loops: the rotation's condition
+// (bit_bf16_path), and with a norm whole units of the sum of squares (kNormSums values, which
+// are whole units of the rows too).
+template <typename scalar_t>
+bool kv_store_bit_path(bool interleaved, int64_t half, int64_t head_size, bool norm) {
+  return bit_bf16_path<scalar_t>(interleaved, half) && (!norm || head_size % kNormSums == 0);
+}
+
+// One q or k head normalized and rotated: by the bit loops (`bit`, bfloat16) or ATen's lanes.
+template <typename scalar_t, bool interleaved>
+YARN_ALWAYS_INLINE void norm_rotate_head(const scalar_t* in, scalar_t* out, const float* scale,
+                                         float inverse_rms, bool unit_offset, const float* cos_sin,
+                                         int64_t half, int64_t head_size, bool bit) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (bit) {
+      return norm_rotate_row_bf16<interleaved>(in, out, scale, inverse_rms, unit_offset, cos_sin,
+                                               half, head_size);
+    }
+  }
+#endif
+  norm_rotate_row<scalar_t, interleaved>(in, out, scale, inverse_rms, unit_offset, cos_sin, half,
+                                         head_size);
+}
+
 // float8_e4m3fn as vLLM stores a KV cache: divided by the scale, saturated to the format's
 // largest finite value (an infinity too); a NaN stays a NaN.
 inline c10::Float8_e4m3fn to_fp8(float x, float scale) {
@@ -207,31 +334,29 @@ void rotate_store_kv_typed(const KvStoreJob& job, int64_t begin, int64_t end) {
   using fp8 = c10::Float8_e4m3fn;
   const RotateJob& r = job.rotation;
   const int64_t head_size = r.head_size;
-  // The normalizing rotation (norm_rotate_row) reads plain cos/sin rows: with a norm, every
-  // head takes the vector loops of ATen's lanes (the same bits as the bfloat16 bit loops,
-  // which want rows laid out for them).
+  // bfloat16 rows of whole units take the bit-operation loops, with rotate_half's cos/sin rows
+  // and the norm's scales laid out for them (paired).
   const bool norm = job.q_weight != nullptr || job.k_weight != nullptr;
-  const bool bit_bf16 = !norm && bit_bf16_path<scalar_t>(interleaved, r.half);
+  const bool bit_bf16 = kv_store_bit_path<scalar_t>(interleaved, r.half, head_size, norm);
   BlockRows<scalar_t> block_rows(r, kBlock, bit_bf16 && !interleaved);
   const acc_t* const* rows = block_rows.rows();
   TokenPositions positions[kBlock];
   // A k head's rotated values on their way to a float8 cache (or back into k).
   scalar_t rotated[kKvMaxHeadSize];
   alignas(64) float inverse[kNormGroup];  // inverse_rms of the heads of the current group
-  float q_norm_scale[kKvMaxHeadSize];
-  float k_norm_scale[kKvMaxHeadSize];
-  const float* q_weight = nullptr;
-  const float* k_weight = nullptr;
-  if (job.q_weight != nullptr) {
-    norm_scale(static_cast<const scalar_t*>(job.q_weight), head_size, job.unit_offset,
-               q_norm_scale);
-    q_weight = q_norm_scale;
-  }
-  if (job.k_weight != nullptr) {
-    norm_scale(static_cast<const scalar_t*>(job.k_weight), head_size, job.unit_offset,
-               k_norm_scale);
-    k_weight = k_norm_scale;
-  }
+  alignas(64) float q_norm_scale[kKvMaxHeadSize];
+  alignas(64) float k_norm_scale[kKvMaxHeadSize];
+  alignas(64) float scratch[kKvMaxHeadSize];
+  // A weight's scales, paired for the bit loops.
+  auto scales = [&](const void* weight, float* out) -> const float* {
+    if (weight == nullptr) return nullptr;
+    norm_scale(static_cast<const scalar_t*>(weight), head_size, job.unit_offset,
+               bit_bf16 ? scratch : out);
+    if (bit_bf16) make_paired_row(scratch, out, head_size / 2);
+    return out;
+  };
+  const float* q_weight = scales(job.q_weight, q_norm_scale);
+  const float* k_weight = scales(job.k_weight, k_norm_scale);
   const float k_scale = job.fp8 ? *job.k_scale : 1.0f;
   const float v_scale = job.fp8 ? *job.v_scale : 1.0f;
   // Rotation without norm: q in place; k into another row, with the pass-through features.
@@ -255,10 +380,10 @@ void rotate_store_kv_typed(const KvStoreJob& job, int64_t begin, int64_t end) {
         const int group = static_cast<int>(h % kNormGroup);
         if (group == 0) {
           const int count = static_cast<int>(std::min<int64_t>(kNormGroup, job.q.num_heads - h));
-          inverse_rms(q, job.q.head_stride, count, head_size, job.eps, inverse);
+          inverse_rms(q, job.q.head_stride, count, head_size, job.eps, bit_bf16, inverse);
         }
-        norm_rotate_row<scalar_t, interleaved>(q, q, q_weight, inverse[group], job.unit_offset, row,
-                                               r.half, head_size);
+        norm_rotate_head<scalar_t, interleaved>(q, q, q_weight, inverse[group], job.unit_offset,
+                                                row, r.half, head_size, bit_bf16);
       }
       const int64_t slot = slot_at(job, token);
       if (slot < 0 && !job.write_k) continue;  // padding: nothing to write
@@ -275,10 +400,11 @@ void rotate_store_kv_typed(const KvStoreJob& job, int64_t begin, int64_t end) {
           const int group = static_cast<int>(h % kNormGroup);
           if (group == 0) {
             const int count = static_cast<int>(std::min<int64_t>(kNormGroup, job.k.num_heads - h));
-            inverse_rms(k, job.k.head_stride, count, head_size, job.eps, inverse);
+            inverse_rms(k, job.k.head_stride, count, head_size, job.eps, bit_bf16, inverse);
           }
-          norm_rotate_row<scalar_t, interleaved>(k, target, k_weight, inverse[group],
-                                                 job.unit_offset, row, r.half, head_size);
+          norm_rotate_head<scalar_t, interleaved>(k, target, k_weight, inverse[group],
+                                                  job.unit_offset, row, r.half, head_size,
+                                                  bit_bf16);
         } else {
           rotate_row<scalar_t, interleaved, false>(k, target, row, copying);
         }

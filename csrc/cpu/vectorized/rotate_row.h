@@ -189,8 +189,13 @@ YARN_ALWAYS_INLINE IntVec round_to_bf16_bits(const FloatVec& x) {
   const IntVec sum = bits + IntVec(0x7FFF) + lsb;
   const IntVec rounded =
       high ? sum & IntVec(static_cast<int32_t>(0xFFFF0000u)) : shift_right_16(sum);
-  return IntVec::blendv(rounded, IntVec(high ? 0x7FC00000 : 0x7FC0),
-                        at::vec::cast<int32_t>(x.isnan()));
+  const IntVec nan(high ? 0x7FC00000 : 0x7FC0);
+#if defined(CPU_CAPABILITY_AVX512)
+  // (a mask register: at::vec's blendv would widen the compare to a vector and back)
+  return _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), nan);
+#else
+  return IntVec::blendv(rounded, nan, at::vec::cast<int32_t>(x.isnan()));
+#endif
 }
 
 YARN_ALWAYS_INLINE IntVec narrow_bf16(const FloatVec& even, const FloatVec& odd) {
