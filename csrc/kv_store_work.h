@@ -373,7 +373,7 @@ YARN_HOST_DEVICE inline void norm_rotate_pairs(const scalar_t* in, const scalar_
     load_normalized<kind>(in, weight, static_cast<int>(Runs::start(0, first, half)), inverse, x[0]);
     load_normalized<kind>(in, weight, static_cast<int>(Runs::start(1, first, half)), inverse, x[1]);
     // Half the item's pairs at a time, with their cos/sin: all of them at once would hold 2 *
-    // kVec floats of cos/sin beside the values and spill at the kernel's 64 registers.
+    // kVec floats of cos/sin beside the values, and spill.
     constexpr int kPart = kVec > 1 ? kVec / 2 : 1;
     YARN_UNROLL
     for (int part = 0; part < kVec / kPart; ++part) {
@@ -560,8 +560,10 @@ struct KvStoreLaunch {
   }
 };
 
+// No rows (q, k and v without heads) or no tokens: an empty grid, which the launcher skips.
 YARN_HOST_DEVICE inline KvStoreLaunch kv_store_launch(const KvStoreLayout& layout) {
   const int64_t rows = rows_per_token(layout);
+  if (rows == 0 || layout.num_tokens == 0) return {0, 0, 0, 0};
   const int64_t block_x = rows < kThreads ? rows : kThreads;
   const int64_t block_y = kThreads / block_x;
   return {(layout.num_tokens + block_y - 1) / block_y, (rows + block_x - 1) / block_x, block_x,

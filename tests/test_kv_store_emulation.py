@@ -159,3 +159,12 @@ def test_launch_covers_every_row_of_every_token() -> None:
     assert launch["block"] == (256, 1) and launch["grid"] == (11, 2)
     for field in ("q", "k_store", "v_store"):
         assert same_bytes(getattr(cases[0], field), getattr(cases[1], field)), field
+
+
+def test_no_heads_and_no_tokens_launch_nothing() -> None:
+    cache, inv_freq, mscale = tables(2 * HALF, 64)
+    for case in (make_case(heads=(0, 0), seed=26), make_case(tokens=0, padding=0, seed=26)):
+        launch = hooks.emulate_cuda_rotate_store_kv(*call_args(case, cache, inv_freq, mscale))
+        assert launch["grid"] == (0, 0)
+        run(case, cache, inv_freq, mscale)  # and the CPU kernel
+        assert case.k_store.isnan().all() and case.v_store.isnan().all()

@@ -24,7 +24,9 @@ namespace {
 
 using torch::stable::Tensor;
 
-// At least 4 blocks (1024 threads) per SM: 64 registers, as the rotation's token path.
+// At least 3 blocks (768 threads) per SM: 80 registers. At 4 blocks (64 registers, the
+// rotation's token path) several of the common path's loops reloaded a spilled value every
+// iteration (benchmarks/sass.py).
 constexpr int kMinBlocksPerSm = 3;
 
 template <typename scalar_t, int kVec, bool interleaved>
@@ -57,8 +59,8 @@ void launch_typed(const detail::KvStorePlan& plan) {
 }
 
 void run_cuda(const detail::KvStorePlan& plan) {
-  if (plan.num_tokens == 0) return;
   const kv_store::KvStoreLaunch geometry = kv_store::kv_store_launch(plan);
+  if (geometry.grid_x == 0) return;  // no tokens, or no heads
   YARN_CHECK(geometry.fits_cuda_grid(), "yarn_ext.rotate_store_kv", "too many tokens (",
              plan.num_tokens, ") or heads (", kv_store::rows_per_token(plan),
              " in q, k and v) for one launch");

@@ -225,7 +225,7 @@ int64_t run_kv_store_typed(const detail::KvStorePlan& plan, const kv_store::KvSt
 Tensor emulate_kv_store(const detail::KvStorePlan& plan) {
   const kv_store::KvStoreLaunch launch = kv_store::kv_store_launch(plan);
   int64_t width = 0;
-  if (plan.num_tokens > 0) {
+  if (launch.grid_x > 0) {
     switch (plan.dtype) {
       case detail::Dtype::kFloat16:
         width = run_kv_store_typed<c10::Half>(plan, launch);
