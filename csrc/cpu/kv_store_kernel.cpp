@@ -4,18 +4,12 @@
 // raises has changed nothing.
 #include <torch/csrc/stable/library.h>
 
-#include <optional>
-#include <utility>
-#include <vector>
-
 #include "cpu/cpu_kernels.h"
 #include "cpu/job_helpers.h"
 #include "kv_store_plan.h"
 
 namespace yarn_ext::cpu {
 namespace {
-
-using torch::stable::Tensor;
 
 void run_cpu(const detail::KvStorePlan& plan) {
   // (invalid_slots stays as it is: a slot outside the caches raises here, before any write)

@@ -12,8 +12,6 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <cstdint>
-#include <optional>
-#include <vector>
 
 #include "cuda/launch.h"
 #include "kv_store_plan.h"
@@ -21,8 +19,6 @@
 
 namespace yarn_ext::cuda {
 namespace {
-
-using torch::stable::Tensor;
 
 // At least 3 blocks (768 threads) per SM: 80 registers. At 4 blocks (64 registers, the
 // rotation's token path) several of the common path's loops reloaded a spilled value every
@@ -37,8 +33,7 @@ __global__ void __launch_bounds__(kv_store::kThreads, kMinBlocksPerSm)
 }
 
 template <typename scalar_t, int kVec>
-void launch(const KvStoreLayout& layout) {
-  const kv_store::KvStoreLaunch geometry = kv_store::kv_store_launch(layout);
+void launch(const KvStoreLayout& layout, const kv_store::KvStoreLaunch& geometry) {
   const dim3 grid(static_cast<unsigned>(geometry.grid_x), static_cast<unsigned>(geometry.grid_y));
   const dim3 block(static_cast<unsigned>(geometry.block_x),
                    static_cast<unsigned>(geometry.block_y));
@@ -52,10 +47,10 @@ void launch(const KvStoreLayout& layout) {
 }
 
 template <typename scalar_t>
-void launch_typed(const detail::KvStorePlan& plan) {
+void launch_typed(const detail::KvStorePlan& plan, const kv_store::KvStoreLaunch& geometry) {
   constexpr int kVec = 16 / sizeof(scalar_t);
-  if (detail::kv_store_vector_width(plan) == kVec) return launch<scalar_t, kVec>(plan);
-  launch<scalar_t, 1>(plan);
+  if (detail::kv_store_vector_width(plan) == kVec) return launch<scalar_t, kVec>(plan, geometry);
+  launch<scalar_t, 1>(plan, geometry);
 }
 
 void run_cuda(const detail::KvStorePlan& plan) {
@@ -67,11 +62,11 @@ void run_cuda(const detail::KvStorePlan& plan) {
   const torch::stable::accelerator::DeviceGuard guard(plan.device_index);
   switch (plan.dtype) {
     case detail::Dtype::kFloat16:
-      return launch_typed<c10::Half>(plan);
+      return launch_typed<c10::Half>(plan, geometry);
     case detail::Dtype::kBFloat16:
-      return launch_typed<c10::BFloat16>(plan);
+      return launch_typed<c10::BFloat16>(plan, geometry);
     default:  // float32, the only other type the plan lets through
-      return launch_typed<float>(plan);
+      return launch_typed<float>(plan, geometry);
   }
 }
 
