@@ -26,20 +26,41 @@ def median_seconds(
     min_time: float = 0.2,
     min_rounds: int = 5,
     batch: int = 1,
+    refresh: dict[str, Callable[[int], object]] | None = None,
 ) -> dict[str, float]:
     """Median time of one call of each fn(i), i cycling through `sets` input sets (so that calls
     see data that is not in cache). The functions are timed in rounds, one sample of each per
     round, so that they share the machine's conditions (clock, neighbours) and their ratios are
     fair. A sample times `batch` back-to-back calls (amortising the timer for tiny calls);
     rounds continue until there are `min_rounds` and `min_time` seconds have passed. CUDA
-    samples are CUDA-event times. A function that raises is reported and left out."""
+    samples are CUDA-event times. A function that raises is reported and left out.
+
+    refresh[name](i), when given, runs untimed after each call of fn `name` on set i (after the
+    sample): it restores inputs the call changed in place, where calls on their own output would
+    drift from what the function meets in use (a norm applied again and again, say)."""
     live = dict(fns)
+    refresh = refresh or {}
     calls = 0
-    for name, fn in list(live.items()):  # warm-up: compilation, allocator, page faults
+
+    def run(name: str, count: int) -> list[int]:
+        nonlocal calls
+        used = []
+        for _ in range(count):
+            live[name](calls % sets)
+            used.append(calls % sets)
+            calls += 1
+        return used
+
+    def restore(name: str, used: list[int]) -> None:
+        if name in refresh:
+            synchronize(device)
+            for i in used:
+                refresh[name](i)
+            synchronize(device)
+
+    for name in list(live):  # warm-up: compilation, allocator, page faults
         try:
-            for _ in range(max(2, batch)):
-                fn(calls % sets)
-                calls += 1
+            restore(name, run(name, max(2, batch)))
         except Exception as error:  # a baseline's failure must not lose the others
             print(f"{name} failed: {error}")
             del live[name]
@@ -50,23 +71,20 @@ def median_seconds(
     started = time.perf_counter()
     rounds = 0
     while rounds < min_rounds or (time.perf_counter() - started < min_time and rounds < 1000):
-        for name, fn in live.items():
+        for name in live:
             if device == "cuda":
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 start.record()
-                for _ in range(batch):
-                    fn(calls % sets)
-                    calls += 1
+                used = run(name, batch)
                 end.record()
                 end.synchronize()
                 samples[name].append(start.elapsed_time(end) * 1e-3 / batch)
             else:
                 t0 = time.perf_counter()
-                for _ in range(batch):
-                    fn(calls % sets)
-                    calls += 1
+                used = run(name, batch)
                 samples[name].append((time.perf_counter() - t0) / batch)
+            restore(name, used)
         rounds += 1
     if gc_was_enabled:
         gc.enable()

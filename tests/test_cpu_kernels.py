@@ -111,6 +111,63 @@ def rotate_store_kv_outputs() -> dict[str, torch.Tensor]:
                             ("v_cache", v_cache),
                         ):
                             results[f"{case}-{name}"] = t
+    results.update(conversion_range_outputs())
+    return results
+
+
+def conversion_range_outputs() -> dict[str, torch.Tensor]:
+    """The bounds of the AVX512_BF16 copy's conversion loop (csrc/cpu/vectorized/bf16_convert.h),
+    bfloat16 only, both norms and styles, partial rotary too: heads inside them (values near
+    2^-18 and 2^18 of the rest, scales near 2^-19 and 2^19), and heads, rows and calls outside
+    them, which the Lanes loop takes - a denormal value (which the conversion would flush), an
+    exact zero, a square that underflows, cos/sin rows of a table of mscale 1e-37 (whose
+    products with the values the conversion would flush) and a denormal scale (on a
+    pass-through feature, where its product is stored as it is)."""
+    results = {}
+    positions = torch.tensor([5, 299, 400, 17])
+    slots = torch.tensor([3, 0, 7, 5])
+    dtype = torch.bfloat16
+    for dim, head_size in [(64, 128), (128, 128)]:
+        inv_freq = yarn_ext.yarn_inv_freq(dim, 1e6, 4.0, 4096)
+        for mscale in (1.1, 1e-37):
+            cache = ops.build_cos_sin_cache(inv_freq, 300, mscale)
+            for weight_case in ("in-range", "denormal"):
+                weights = [randn(head_size, dtype=dtype, seed=s) for s in (8, 9)]
+                weights[0][:2] = torch.tensor([2.0**-19, 2.0**19])
+                if weight_case == "denormal":
+                    weights[1][100] = 1e-39
+                for unit_offset in (False, True):
+                    for interleaved in (False, True):
+                        q = randn(4, 4, head_size, dtype=dtype, seed=10)
+                        k = randn(4, 2, head_size, dtype=dtype, seed=11)
+                        v = randn(4, 2, head_size, dtype=dtype, seed=12)
+                        q[0, 0, 7], q[0, 1, 9] = 2.0**-18, 2.0**18  # in range
+                        q[1, 0, 3] = 1e-39  # a denormal
+                        q[1, 2, 60] = 0.0  # an exact zero
+                        q[2, 3, 64] = 2.0**-70  # its square underflows
+                        k[3, 1, 100] = 1e-39
+                        k_cache = torch.zeros(2, 4, 2, head_size, dtype=dtype)
+                        v_cache = torch.zeros_like(k_cache)
+                        ops.rotate_store_kv(
+                            q,
+                            k,
+                            v,
+                            cache,
+                            inv_freq,
+                            mscale,
+                            positions,
+                            k_cache,
+                            v_cache,
+                            slots,
+                            q_norm_weight=weights[0],
+                            k_norm_weight=weights[1],
+                            norm_unit_offset=unit_offset,
+                            interleaved=interleaved,
+                            write_k=True,
+                        )
+                        case = f"convert-{dim}-{mscale}-{weight_case}-{unit_offset}-{interleaved}"
+                        for name, t in (("q", q), ("k", k), ("k_cache", k_cache)):
+                            results[f"{case}-{name}"] = t
     return results
 
 
@@ -125,11 +182,13 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     reason="this CPU runs the DEFAULT kernels only: there is no other copy to compare",
 )
 def test_instruction_sets_agree_bit_for_bit(tmp_path: Path) -> None:
-    # every copy this CPU can run - DEFAULT, AVX2, and AVX512 where it has it - against the
-    # host's own, bit for bit (ATEN_CPU_CAPABILITY lowers the choice in a subprocess)
+    # every copy this CPU can run - DEFAULT, AVX2, AVX512 and AVX512_BF16 where it has them -
+    # against the host's own, bit for bit (ATEN_CPU_CAPABILITY lowers the choice in a
+    # subprocess). ATen has no AVX512_BF16 copy: its AVX512 stands for ours.
     here = yarn_ext.cpu_kernels()
-    assert here == torch.backends.cpu.get_cpu_capability()
-    lower = ["DEFAULT"] + (["AVX2"] if here == "AVX512" else [])
+    assert here.removesuffix("_BF16") == torch.backends.cpu.get_cpu_capability()
+    order = ["DEFAULT", "AVX2", "AVX512", "AVX512_BF16"]
+    lower = order[: order.index(here)]
     script = (
         "import sys, torch, yarn_ext\n"
         "from tests.test_cpu_kernels import outputs\n"

@@ -60,10 +60,11 @@ def built_backends() -> list[str]:
 
 
 def cpu_kernels() -> str:
-    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2" or "AVX512", the best
-    this CPU supports, decided as ATen decides its own (torch.backends.cpu.get_cpu_capability());
-    the ATEN_CPU_CAPABILITY environment variable can lower it. Every other CPU - NEON, SVE, VSX -
-    runs the DEFAULT copy."""
+    """The instruction set of the CPU kernels in use: "DEFAULT", "AVX2", "AVX512" or
+    "AVX512_BF16", the best this CPU supports, decided as ATen decides its own
+    (torch.backends.cpu.get_cpu_capability(), which calls both AVX-512 copies "AVX512"); the
+    ATEN_CPU_CAPABILITY environment variable can lower it ("avx512": the plain AVX512 copy). Every
+    other CPU - NEON, SVE, VSX - runs the DEFAULT copy."""
     return str(_native.cpu.yarn_ext_cpu_kernels().decode())
 
 

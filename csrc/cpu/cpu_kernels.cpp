@@ -22,13 +22,20 @@ namespace AVX512 {
 extern const Kernels kernels;
 }
 #endif
+#if defined(YARN_EXT_CPU_AVX512_BF16)
+namespace AVX512_BF16 {
+extern const Kernels kernels;
+}
+#endif
 
-const char* choose_capability(bool avx2, bool avx512, const char* requested) {
+const char* choose_capability(bool avx2, bool avx512, bool avx512_bf16, const char* requested) {
   // ATen's rule: the best the CPU supports, lowered (never raised) by ATEN_CPU_CAPABILITY
-  // ("default", "avx2", "avx512", any case); another value leaves the choice alone.
+  // ("default", "avx2", "avx512", any case); another value leaves the choice alone. ATen has no
+  // AVX512_BF16 copy: "avx512" lowers to the plain AVX512 one.
   std::string wanted = requested != nullptr ? requested : "";
   for (char& c : wanted) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (wanted == "default") return "DEFAULT";
+  if (avx512_bf16 && wanted != "avx2" && wanted != "avx512") return "AVX512_BF16";
   if (avx512 && wanted != "avx2") return "AVX512";
   if (avx2) return "AVX2";
   return "DEFAULT";
@@ -38,7 +45,7 @@ namespace {
 
 // What this CPU supports, asked of the CPU itself (libtorch's own answer, at::get_cpu_capability,
 // is not on the stable ABI). The same features ATen requires for its copies: AVX2 with FMA for
-// AVX2; AVX-512 F, BW, VL and DQ for AVX512.
+// AVX2; AVX-512 F, BW, VL and DQ for AVX512; and those with AVX-512 BF16 for AVX512_BF16.
 [[maybe_unused]] bool cpu_has_avx2() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -56,6 +63,15 @@ namespace {
 #endif
 }
 
+// AVX-512 BF16's conversions, on top of AVX512's features.
+[[maybe_unused]] bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 const Kernels& kernels() {
@@ -63,14 +79,21 @@ const Kernels& kernels() {
   static const Kernels& chosen = []() -> const Kernels& {
     bool avx2 = false;
     bool avx512 = false;
+    bool avx512_bf16 = false;
 #if defined(YARN_EXT_CPU_AVX2)
     avx2 = cpu_has_avx2();
 #endif
 #if defined(YARN_EXT_CPU_AVX512)
     avx512 = avx2 && cpu_has_avx512();
 #endif
+#if defined(YARN_EXT_CPU_AVX512_BF16)
+    avx512_bf16 = avx512 && cpu_has_avx512_bf16();
+#endif
     const std::string capability =
-        choose_capability(avx2, avx512, std::getenv("ATEN_CPU_CAPABILITY"));
+        choose_capability(avx2, avx512, avx512_bf16, std::getenv("ATEN_CPU_CAPABILITY"));
+#if defined(YARN_EXT_CPU_AVX512_BF16)
+    if (capability == "AVX512_BF16") return AVX512_BF16::kernels;
+#endif
 #if defined(YARN_EXT_CPU_AVX512)
     if (capability == "AVX512") return AVX512::kernels;
 #endif

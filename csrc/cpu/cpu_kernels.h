@@ -1,9 +1,9 @@
 // The CPU kernels' inner loops, compiled once per instruction set (vectorized/kernels.cpp is built
-// with CPU_CAPABILITY = DEFAULT, AVX2 and AVX512 on x86-64) and chosen at run time from what the
-// CPU supports (the ATEN_CPU_CAPABILITY environment variable can lower it, as for ATen's own
-// kernels). The jobs are plain data: the instruction-set copies, which use ATen's vector headers
-// and are compiled without TORCH_TARGET_VERSION, see no tensor, and the stable-ABI code that
-// plans and threads them (rotate_kernel.cpp, cache_kernel.cpp) shares nothing else with them.
+// with CPU_CAPABILITY = DEFAULT, AVX2, AVX512 and AVX512_BF16 on x86-64) and chosen at run time
+// from what the CPU supports (the ATEN_CPU_CAPABILITY environment variable can lower it, as for
+// ATen's own kernels). The jobs are plain data: the instruction-set copies, which use ATen's vector
+// headers and are compiled without TORCH_TARGET_VERSION, see no tensor, and the stable-ABI code
+// that plans and threads them (rotate_kernel.cpp, cache_kernel.cpp) shares nothing else with them.
 #pragma once
 
 #include <cstdint>
@@ -102,7 +102,8 @@ struct Kernels {
 const Kernels& kernels();
 
 // Which copy `kernels()` returns for a CPU with these features and this ATEN_CPU_CAPABILITY
-// value (nullptr: unset): "DEFAULT", "AVX2" or "AVX512", as ATen decides its own.
-const char* choose_capability(bool avx2, bool avx512, const char* requested);
+// value (nullptr: unset): "DEFAULT", "AVX2", "AVX512" or "AVX512_BF16", as ATen decides its own
+// (ATen has no AVX512_BF16: its "avx512" lowers that copy to AVX512).
+const char* choose_capability(bool avx2, bool avx512, bool avx512_bf16, const char* requested);
 
 }  // namespace yarn_ext::cpu

@@ -1,6 +1,6 @@
 // The CPU kernels' inner loops for one instruction set: CMake compiles this file once per
-// CPU_CAPABILITY (DEFAULT, and AVX2 and AVX512 on x86-64) and cpu_kernels.cpp picks the copy
-// for the running CPU.
+// CPU_CAPABILITY (DEFAULT, and AVX2, AVX512 and AVX512_BF16 on x86-64) and cpu_kernels.cpp picks
+// the copy for the running CPU.
 //
 // Rotation walks a thread's tokens in blocks: the cos/sin rows of a block are found once (a
 // cache row, or computed into a scratch row when the position is outside the cache or the input
@@ -10,6 +10,13 @@
 // Compiled without TORCH_TARGET_VERSION (ATen's vector headers refuse it) and seeing only raw
 // pointers: everything it uses from ATen and c10 is inline, so it adds no libtorch symbol to the
 // library (the CI's symbol check would catch one).
+//
+// AVX512_BF16 is the AVX512 copy compiled with -mavx512bf16 as well: ATen's vectors and every
+// AVX512 path here are its own, and its conversion loop (bf16_convert.h) is added on top.
+#if defined(CPU_CAPABILITY_AVX512_BF16) && !defined(CPU_CAPABILITY_AVX512)
+#define CPU_CAPABILITY_AVX512
+#endif
+
 #include <ATen/OpMathType.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>

@@ -14,19 +14,18 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
 #include "cpu/cpu_kernels.h"
+#include "cpu/vectorized/bf16_convert.h"
 #include "cpu/vectorized/block_tables.h"
 #include "cpu/vectorized/rotate_row.h"
 
 namespace yarn_ext::cpu {
 namespace CPU_CAPABILITY {
-
-// A lambda that must inline into its loop (GCC otherwise may call it, returning its vectors
-// through memory).
-#define YARN_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 
 // Values rounded to scalar_t and widened back, in registers (the rounding a model's
 // `.to(input_dtype)` makes between two float32 steps). bfloat16 by bit operations where the
@@ -55,60 +54,85 @@ YARN_ALWAYS_INLINE std::pair<Vec, Vec> rounded(const Vec& lo, const Vec& hi) {
 // (sum 2j + sum 2j + 1, halving). (A unit's tail loads zeros, which change no sum.)
 constexpr int kNormSums = 32;
 
-// The kNormSums sums, as stored in lanes[m] for sum m, folded.
-inline float fold_sums(float* lanes) {
-  for (int width = kNormSums / 2; width >= 1; width /= 2) {
-    for (int j = 0; j < width; ++j) lanes[j] = lanes[2 * j] + lanes[2 * j + 1];
+// Heads normalized per group: their sums of squares first (independent, so that the
+// out-of-order core overlaps them), then their sums folded and their 1 / sqrt(mean + eps), both
+// in vector lanes for the whole group, then each head's values.
+constexpr int kNormGroup = 16;
+
+// A group's sums folded together: head h's `run` partial sums (a power of two, in index order:
+// the kNormSums sums, or the first fold's halves of them) stored at sums[h * run + m], each
+// head's total left at sums[h]. Every pass adds the adjacent pairs of the whole array, in vector
+// lanes for all kNormGroup heads at once (a head's sums one by one would be a serial chain of
+// scalar adds); a head's sums are a whole aligned run, so the pairs never cross heads and each
+// head folds in its own order: sum 2j + sum 2j + 1, halving. (`combine`: another operation the
+// same way, the AVX512_BF16 copy's least square.)
+template <typename Combine = std::plus<>>
+void fold_sums(float* sums, int run, Combine combine = {}) {
+  using Vec = at::vec::Vectorized<float>;
+  constexpr int kSize = Vec::size();
+  static_assert(kNormGroup % kSize == 0);
+  for (int n = kNormGroup * run; n > kNormGroup; n /= 2) {
+    // In place: a step writes [j, j + kSize) after reading [2j, 2j + 2 kSize), never beyond
+    // what it and the steps before it have read.
+    for (int j = 0; j < n / 2; j += kSize) {
+      const auto [even, odd] =
+          at::vec::deinterleave2(Vec::loadu(sums + 2 * j), Vec::loadu(sums + 2 * j + kSize));
+      combine(even, odd).store(sums + j);
+    }
   }
-  return lanes[0];
 }
 
+// A head's kNormSums sums of squares, stored at `sums` in index order (for fold_sums).
 template <typename scalar_t>
-float sum_of_squares(const scalar_t* in, int64_t n) {
+void sum_of_squares(const scalar_t* in, int64_t n, float* sums) {
   using L = Lanes<scalar_t>;
   using Vec = typename L::Vec;
   constexpr int64_t kWidth = L::kWidth;  // values a load: 2 vectors, in index order
   static_assert(kNormSums % kWidth == 0);
   constexpr int kLoads = kNormSums / kWidth;
-  Vec sums[2 * kLoads];  // sums[v] lane l: sum v * Vec::size() + l
-  for (Vec& s : sums) s = Vec(0.0f);
+  Vec partial[2 * kLoads];  // partial[v] lane l: sum v * Vec::size() + l
+  for (Vec& s : partial) s = Vec(0.0f);
   for (int64_t i = 0; i < n; i += kNormSums) {
     for (int u = 0; u < kLoads; ++u) {
       const int64_t at = i + u * kWidth;
       if (at >= n) break;
       const auto [a, b] = L::load(in + at, std::min(kWidth, n - at));
-      sums[2 * u] = sums[2 * u] + a * a;
-      sums[2 * u + 1] = sums[2 * u + 1] + b * b;
+      partial[2 * u] = partial[2 * u] + a * a;
+      partial[2 * u + 1] = partial[2 * u + 1] + b * b;
     }
   }
-  alignas(64) float lanes[kNormSums];
-  for (int v = 0; v < 2 * kLoads; ++v) sums[v].store(lanes + v * Vec::size());
-  return fold_sums(lanes);
+  for (int v = 0; v < 2 * kLoads; ++v) partial[v].store(sums + v * Vec::size());
 }
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 // The same for bfloat16 rows of whole kNormSums-value units, by bit operations (widen_bf16): a
 // load of 2 * kSize values widens to the even-indexed ones and the odd-indexed ones, lane p of
 // the two holding values 2p and 2p + 1 of the load. (kSize is 16 or 8: one or two loads a unit.)
-inline float sum_of_squares_bf16(const c10::BFloat16* in, int64_t n) {
+// Their lanes added are the fold's first step, stored: kNormSums / 2 sums, in index order.
+// With kLeast (the AVX512_BF16 copy), also each lane's least square, stored at `least`
+// (kSize values; for heads_in_range).
+template <bool kLeast = false>
+void sum_of_squares_bf16(const c10::BFloat16* in, int64_t n, float* halves,
+                         float* least = nullptr) {
   constexpr int64_t kSize = FloatVec::size();
   constexpr int kLoads = kNormSums / (2 * kSize);
   FloatVec even[kLoads], odd[kLoads];  // even[u] lane p: sum u * 2 kSize + 2p
   for (int u = 0; u < kLoads; ++u) even[u] = odd[u] = FloatVec(0.0f);
+  [[maybe_unused]] FloatVec least_square(std::numeric_limits<float>::infinity());
   for (int64_t i = 0; i < n; i += kNormSums) {
     for (int u = 0; u < kLoads; ++u) {
       const auto [e, o] = widen_bf16(IntVec::loadu(in + i + u * 2 * kSize));
-      even[u] = even[u] + e * e;
-      odd[u] = odd[u] + o * o;
+      const FloatVec e2 = e * e;
+      const FloatVec o2 = o * o;
+      even[u] = even[u] + e2;
+      odd[u] = odd[u] + o2;
+#if defined(__AVX512BF16__)
+      if constexpr (kLeast) least_square = least_of(least_square, least_of(e2, o2));
+#endif
     }
   }
-  alignas(64) float lanes[kNormSums];
-  for (int u = 0; u < kLoads; ++u) {
-    const auto [lo, hi] = at::vec::interleave2(even[u], odd[u]);  // back to index order
-    lo.store(lanes + u * 2 * kSize);
-    hi.store(lanes + u * 2 * kSize + kSize);
-  }
-  return fold_sums(lanes);
+  for (int u = 0; u < kLoads; ++u) (even[u] + odd[u]).store(halves + u * kSize);
+  if constexpr (kLeast) least_square.store(least);
 }
 
 // bfloat16 rounding of float lanes between two float32 steps, widened back: the value
@@ -134,33 +158,62 @@ void norm_scale(const scalar_t* weight, int64_t n, bool unit_offset, float* scal
   }
 }
 
-// Heads normalized per group: their sums of squares first (independent, so that the
-// out-of-order core overlaps them), then their 1 / sqrt(mean + eps) in vector lanes, then each
-// head's values.
-constexpr int kNormGroup = 16;
-
-// inverse[h] = 1 / sqrt(sum of squares / n + eps) of heads [0, count) (count <= kNormGroup),
-// each step rounded as torch rounds it (mean, + eps, rsqrt as ATen's vectors form it: 1 / sqrt).
-template <typename scalar_t>
-void inverse_rms(const scalar_t* head, int64_t head_stride, int count, int64_t n, float eps,
-                 bool bit_bf16, float* inverse) {
+// A group's inverse_rms from its heads' sums of squares (fold_sums's totals).
+inline void inverse_rms_of_sums(const float* totals, int64_t n, float eps, float* inverse) {
   using Vec = at::vec::Vectorized<float>;
-  alignas(64) float totals[kNormGroup] = {};
-  for (int h = 0; h < count; ++h) {
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-      if (bit_bf16) {
-        totals[h] = sum_of_squares_bf16(head + h * head_stride, n);
-        continue;
-      }
-    }
-#endif
-    totals[h] = sum_of_squares(head + h * head_stride, n);
-  }
   for (int h = 0; h < kNormGroup; h += Vec::size()) {
     const Vec mean = Vec::loadu(totals + h) / Vec(static_cast<float>(n));
     (Vec(1.0f) / (mean + Vec(eps)).sqrt()).store(inverse + h);
   }
+}
+
+// inverse[h] = 1 / sqrt(sum of squares / n + eps) of heads [0, count) (count <= kNormGroup),
+// each step rounded as torch rounds it (mean, + eps, rsqrt as ATen's vectors form it: 1 / sqrt).
+// With `in_range` (the AVX512_BF16 copy's bfloat16 rows), also whether each head may take the
+// conversion loop (heads_in_range).
+template <typename scalar_t>
+void inverse_rms(const scalar_t* head, int64_t head_stride, int count, int64_t n, float eps,
+                 bool bit_bf16, float* inverse, bool* in_range = nullptr) {
+  using Vec = at::vec::Vectorized<float>;
+  alignas(64) float sums[kNormGroup * kNormSums];
+  int run = kNormSums;  // each head's sums in `sums`
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (bit_bf16) run = kNormSums / 2;
+  }
+#endif
+#if defined(__AVX512BF16__)
+  alignas(64) float least[kNormGroup * Vec::size()];
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (in_range != nullptr) {
+      for (int h = 0; h < count; ++h) {
+        sum_of_squares_bf16<true>(head + h * head_stride, n, sums + h * run,
+                                  least + h * Vec::size());
+      }
+      std::fill(sums + count * run, sums + kNormGroup * run, 0.0f);
+      std::fill(least + count * Vec::size(), least + kNormGroup * Vec::size(), 0.0f);
+      fold_sums(sums, run);
+      fold_sums(least, Vec::size(), least_of);
+      inverse_rms_of_sums(sums, n, eps, inverse);
+      return heads_in_range(inverse, least, in_range);
+    }
+  }
+#endif
+  for (int h = 0; h < count; ++h) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      if (bit_bf16) {
+        sum_of_squares_bf16(head + h * head_stride, n, sums + h * run);
+        continue;
+      }
+    }
+#endif
+    sum_of_squares(head + h * head_stride, n, sums + h * run);
+  }
+  // A short group's missing heads fold zeros (their totals unused).
+  std::fill(sums + count * run, sums + kNormGroup * run, 0.0f);
+  fold_sums(sums, run);
+  inverse_rms_of_sums(sums, n, eps, inverse);
 }
 
 // RMSNorm of kWidth values in float lanes, as the models' modules compute it, given their
@@ -283,21 +336,38 @@ bool kv_store_bit_path(bool interleaved, int64_t half, int64_t head_size, bool n
   return bit_bf16_path<scalar_t>(interleaved, half) && (!norm || head_size % kNormSums == 0);
 }
 
-// One q or k head normalized and rotated: by the bit loops (`bit`, bfloat16) or ATen's lanes.
+// The loop that normalizes and rotates a q or k head: ATen's lanes, the bit-operation loops
+// (bfloat16), or the conversion loop (the AVX512_BF16 copy's bfloat16, bf16_convert.h).
+enum class NormLoop { kLanes, kBits, kConvert };
+
+// A norm's scales (norm_scale's): in index order for the Lanes loop, and as the call's other
+// loop reads them (paired for the bit loops, laid out for the conversion loop).
+struct NormScales {
+  const float* plain;
+  const float* laid_out;
+};
+
 template <typename scalar_t, bool interleaved>
-YARN_ALWAYS_INLINE void norm_rotate_head(const scalar_t* in, scalar_t* out, const float* scale,
-                                         float inverse_rms, bool unit_offset, const float* cos_sin,
-                                         int64_t half, int64_t head_size, bool bit) {
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+YARN_ALWAYS_INLINE void norm_rotate_head(const scalar_t* in, scalar_t* out,
+                                         const NormScales& scales, float inverse_rms,
+                                         bool unit_offset, const float* cos_sin, int64_t half,
+                                         int64_t head_size, NormLoop loop) {
   if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    if (bit) {
-      return norm_rotate_row_bf16<interleaved>(in, out, scale, inverse_rms, unit_offset, cos_sin,
-                                               half, head_size);
+#if defined(__AVX512BF16__)
+    if (loop == NormLoop::kConvert) {
+      return norm_rotate_row_convert<interleaved>(in, out, scales.laid_out, inverse_rms,
+                                                  unit_offset, cos_sin, half, head_size);
     }
-  }
 #endif
-  norm_rotate_row<scalar_t, interleaved>(in, out, scale, inverse_rms, unit_offset, cos_sin, half,
-                                         head_size);
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    if (loop == NormLoop::kBits) {
+      return norm_rotate_row_bf16<interleaved>(in, out, scales.laid_out, inverse_rms, unit_offset,
+                                               cos_sin, half, head_size);
+    }
+#endif
+  }
+  norm_rotate_row<scalar_t, interleaved>(in, out, scales.plain, inverse_rms, unit_offset, cos_sin,
+                                         half, head_size);
 }
 
 // float8_e4m3fn as vLLM stores a KV cache: divided by the scale, saturated to the format's
@@ -338,27 +408,57 @@ void rotate_store_kv_typed(const KvStoreJob& job, int64_t begin, int64_t end) {
   // and the norm's scales laid out for them (paired).
   const bool norm = job.q_weight != nullptr || job.k_weight != nullptr;
   const bool bit_bf16 = kv_store_bit_path<scalar_t>(interleaved, r.half, head_size, norm);
-  BlockRows<scalar_t> block_rows(r, kBlock, bit_bf16 && !interleaved);
+  alignas(64) float q_plain[kKvMaxHeadSize];
+  alignas(64) float k_plain[kKvMaxHeadSize];
+  auto plain = [&](const void* weight, float* out) -> const float* {
+    if (weight == nullptr) return nullptr;
+    norm_scale(static_cast<const scalar_t*>(weight), head_size, job.unit_offset, out);
+    return out;
+  };
+  const float* q_scale = plain(job.q_weight, q_plain);
+  const float* k_scale = plain(job.k_weight, k_plain);
+  // In the AVX512_BF16 copy, when q and k are both normalized, by scales in its range, their
+  // heads take the conversion loop wherever they and their token's cos/sin row are in range too,
+  // and the Lanes loop elsewhere: both read unpaired rows.
+  bool convert = false;
+#if defined(__AVX512BF16__)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    convert = bit_bf16 && q_scale != nullptr && k_scale != nullptr &&
+              scales_in_range(q_scale, head_size) && scales_in_range(k_scale, head_size);
+  }
+#endif
+  alignas(64) float q_laid_out[kKvMaxHeadSize];
+  alignas(64) float k_laid_out[kKvMaxHeadSize];
+  auto laid_out = [&](const float* scale, float* out) -> NormScales {
+    if (scale == nullptr || !bit_bf16) return {scale, scale};
+#if defined(__AVX512BF16__)
+    if (convert) {
+      lay_out_scales(scale, head_size, interleaved, out);
+      return {scale, out};
+    }
+#endif
+    make_paired_row(scale, out, head_size / 2);
+    return {scale, out};
+  };
+  const NormScales q_scales = laid_out(q_scale, q_laid_out);
+  const NormScales k_scales = laid_out(k_scale, k_laid_out);
+  BlockRows<scalar_t> block_rows(r, kBlock, bit_bf16 && !interleaved && !convert);
   const acc_t* const* rows = block_rows.rows();
   TokenPositions positions[kBlock];
   // A k head's rotated values on their way to a float8 cache (or back into k).
   scalar_t rotated[kKvMaxHeadSize];
   alignas(64) float inverse[kNormGroup];  // inverse_rms of the heads of the current group
-  alignas(64) float q_norm_scale[kKvMaxHeadSize];
-  alignas(64) float k_norm_scale[kKvMaxHeadSize];
-  alignas(64) float scratch[kKvMaxHeadSize];
-  // A weight's scales, paired for the bit loops.
-  auto scales = [&](const void* weight, float* out) -> const float* {
-    if (weight == nullptr) return nullptr;
-    norm_scale(static_cast<const scalar_t*>(weight), head_size, job.unit_offset,
-               bit_bf16 ? scratch : out);
-    if (bit_bf16) make_paired_row(scratch, out, head_size / 2);
-    return out;
+  bool in_range[kNormGroup];              // and whether they may take the conversion loop
+  const int64_t row_bytes = head_size * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t v_row_bytes = job.v_head_size * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t cache_element = job.fp8 ? 1 : static_cast<int64_t>(sizeof(scalar_t));
+  auto cache_head = [&](const PagedCache& cache, int64_t slot, int64_t h,
+                        int64_t size) -> const void* {
+    if (job.fp8) return cache_row<fp8>(cache, job.block_size, slot, h, size);
+    return cache_row<scalar_t>(cache, job.block_size, slot, h, size);
   };
-  const float* q_weight = scales(job.q_weight, q_norm_scale);
-  const float* k_weight = scales(job.k_weight, k_norm_scale);
-  const float k_scale = job.fp8 ? *job.k_scale : 1.0f;
-  const float v_scale = job.fp8 ? *job.v_scale : 1.0f;
+  const float k_scale_fp8 = job.fp8 ? *job.k_scale : 1.0f;
+  const float v_scale_fp8 = job.fp8 ? *job.v_scale : 1.0f;
   // Rotation without norm: q in place; k into another row, with the pass-through features.
   const RowGeometry in_place{r.half, head_size, 1, 1, false, bit_bf16};
   const RowGeometry copying{r.half, head_size, 1, 1, true, bit_bf16};
@@ -371,54 +471,91 @@ void rotate_store_kv_typed(const KvStoreJob& job, int64_t begin, int64_t end) {
     for (int t = 0; t < count; ++t) {
       const int64_t token = block + t;
       const acc_t* row = rows[t];
+      bool row_in_range = false;
+#if defined(__AVX512BF16__)
+      if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+        row_in_range = convert && cos_sin_in_range(row, r.half);
+      }
+#endif
+      // The loop for a head of the current group (inverse_rms has filled in_range).
+      auto loop = [&](int group) {
+        if (convert) return row_in_range && in_range[group] ? NormLoop::kConvert : NormLoop::kLanes;
+        return bit_bf16 ? NormLoop::kBits : NormLoop::kLanes;
+      };
+      bool* group_in_range = row_in_range ? in_range : nullptr;
+      // The next token's rows are asked for a head at a time while this token's heads are worked
+      // on: its q, k and v into L2, where the sum of squares, the first pass over a group of
+      // heads, would otherwise wait for memory with nothing to overlap; its cache rows for
+      // writing. (Measured at 4096 tokens: about a fifth of the time saved.)
+      const bool ahead = token + 1 < end;
+      const int64_t next_slot = ahead ? slot_at(job, token + 1) : -1;
       auto* q = static_cast<scalar_t*>(job.q.data) + token * job.q.token_stride;
       for (int64_t h = 0; h < job.q.num_heads; ++h, q += job.q.head_stride) {
-        if (q_weight == nullptr) {
+        if (ahead) prefetch_to_l2(q + job.q.token_stride, row_bytes);
+        if (q_scale == nullptr) {
           rotate_row<scalar_t, interleaved, false>(q, q, row, in_place);
           continue;
         }
         const int group = static_cast<int>(h % kNormGroup);
         if (group == 0) {
           const int count = static_cast<int>(std::min<int64_t>(kNormGroup, job.q.num_heads - h));
-          inverse_rms(q, job.q.head_stride, count, head_size, job.eps, bit_bf16, inverse);
+          inverse_rms(q, job.q.head_stride, count, head_size, job.eps, bit_bf16, inverse,
+                      group_in_range);
         }
-        norm_rotate_head<scalar_t, interleaved>(q, q, q_weight, inverse[group], job.unit_offset,
-                                                row, r.half, head_size, bit_bf16);
+        norm_rotate_head<scalar_t, interleaved>(q, q, q_scales, inverse[group], job.unit_offset,
+                                                row, r.half, head_size, loop(group));
       }
       const int64_t slot = slot_at(job, token);
       if (slot < 0 && !job.write_k) continue;  // padding: nothing to write
       auto* k = static_cast<scalar_t*>(job.k.data) + token * job.k.token_stride;
       const auto* v = static_cast<const scalar_t*>(job.v.data) + token * job.v.token_stride;
       for (int64_t h = 0; h < job.k.num_heads; ++h, k += job.k.head_stride) {
+        if (ahead) {
+          prefetch_to_l2(k + job.k.token_stride, row_bytes);
+          prefetch_to_l2(v + h * job.v.head_stride + job.v.token_stride, v_row_bytes);
+        }
+        if (next_slot >= 0) {
+          prefetch_to_write(cache_head(job.k_cache, next_slot, h, head_size),
+                            head_size * cache_element);
+          prefetch_to_write(cache_head(job.v_cache, next_slot, h, job.v_head_size),
+                            job.v_head_size * cache_element);
+        }
         // The rotated head goes where it is stored: the cache row (same dtype), else a scratch
         // row that is quantized into it; k itself takes a copy when asked.
         scalar_t* target = rotated;
         if (slot >= 0 && !job.fp8) {
           target = cache_row<scalar_t>(job.k_cache, job.block_size, slot, h, head_size);
         }
-        if (k_weight != nullptr) {
+        if (k_scale != nullptr) {
           const int group = static_cast<int>(h % kNormGroup);
           if (group == 0) {
             const int count = static_cast<int>(std::min<int64_t>(kNormGroup, job.k.num_heads - h));
-            inverse_rms(k, job.k.head_stride, count, head_size, job.eps, bit_bf16, inverse);
+            inverse_rms(k, job.k.head_stride, count, head_size, job.eps, bit_bf16, inverse,
+                        group_in_range);
           }
-          norm_rotate_head<scalar_t, interleaved>(k, target, k_weight, inverse[group],
+          norm_rotate_head<scalar_t, interleaved>(k, target, k_scales, inverse[group],
                                                   job.unit_offset, row, r.half, head_size,
-                                                  bit_bf16);
+                                                  loop(group));
         } else {
           rotate_row<scalar_t, interleaved, false>(k, target, row, copying);
         }
         if (slot >= 0 && job.fp8) {
           store_fp8_row(target, cache_row<fp8>(job.k_cache, job.block_size, slot, h, head_size),
-                        head_size, k_scale);
+                        head_size, k_scale_fp8);
         }
         if (job.write_k) std::memcpy(k, target, head_size * sizeof(scalar_t));
       }
       if (slot < 0) continue;
+      if (!job.fp8 && job.v.head_stride == job.v_head_size) {
+        // the token's v heads lie next to each other, as the cache row's do: one copy
+        std::memcpy(cache_row<scalar_t>(job.v_cache, job.block_size, slot, 0, job.v_head_size), v,
+                    job.v.num_heads * job.v_head_size * sizeof(scalar_t));
+        continue;
+      }
       for (int64_t h = 0; h < job.v.num_heads; ++h, v += job.v.head_stride) {
         if (job.fp8) {
           store_fp8_row(v, cache_row<fp8>(job.v_cache, job.block_size, slot, h, job.v_head_size),
-                        job.v_head_size, v_scale);
+                        job.v_head_size, v_scale_fp8);
         } else {
           std::memcpy(cache_row<scalar_t>(job.v_cache, job.block_size, slot, h, job.v_head_size), v,
                       job.v_head_size * sizeof(scalar_t));

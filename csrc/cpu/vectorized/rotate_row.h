@@ -17,6 +17,9 @@
 
 // The per-vector helpers must inline into the row loops (GCC does not always on its own).
 #define YARN_ALWAYS_INLINE __attribute__((always_inline)) inline
+// A lambda that must inline into its loop (GCC otherwise may call it, returning its vectors
+// through memory).
+#define YARN_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace yarn_ext::cpu {
 namespace CPU_CAPABILITY {
