@@ -4,6 +4,7 @@ inside or outside tokens, rows as tokens when tokens are too few - rotates corre
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -117,14 +118,16 @@ def rotate_store_kv_outputs() -> dict[str, torch.Tensor]:
 
 def conversion_range_outputs() -> dict[str, torch.Tensor]:
     """The bounds of the AVX512_BF16 copy's conversion loop (csrc/cpu/vectorized/bf16_convert.h),
-    bfloat16 only, both norms and styles, partial rotary too: heads inside them (values near
-    2^-18 and 2^18 of the rest, scales near 2^-19 and 2^19), and heads, rows and calls outside
-    them, which the Lanes loop takes - a denormal value (which the conversion would flush), an
-    exact zero, a square that underflows, cos/sin rows of a table of mscale 1e-37 (whose
-    products with the values the conversion would flush) and a denormal scale (on a
-    pass-through feature, where its product is stored as it is)."""
+    bfloat16 only, both norms and styles, rotary dims 64 (partial) and 128, eps 1e-6 and 0.
+    Inside them: a value 2^-18 of the rest, a head 2^18 times larger, scales 2^±19 and 0,
+    cos/sin rows with zeros (position 0). Outside them, where the other loops run: a denormal
+    value (the conversion would flush it), an exact zero and an all-zero head (with eps 0 its
+    inverse_rms is infinite), a value whose square is denormal (refused, conservatively),
+    cos/sin rows of a table of mscale 1e-37 (their products with the values would be flushed)
+    and, with Qwen3's norm (the weight is the scale), a denormal scale - at rotary dim 64 on a
+    pass-through feature, whose normalized value is stored as it is."""
     results = {}
-    positions = torch.tensor([5, 299, 400, 17])
+    positions = torch.tensor([0, 299, 400, 17])
     slots = torch.tensor([3, 0, 7, 5])
     dtype = torch.bfloat16
     for dim, head_size in [(64, 128), (128, 128)]:
@@ -133,41 +136,45 @@ def conversion_range_outputs() -> dict[str, torch.Tensor]:
             cache = ops.build_cos_sin_cache(inv_freq, 300, mscale)
             for weight_case in ("in-range", "denormal"):
                 weights = [randn(head_size, dtype=dtype, seed=s) for s in (8, 9)]
-                weights[0][:2] = torch.tensor([2.0**-19, 2.0**19])
+                weights[0][:3] = torch.tensor([2.0**-19, 2.0**19, 0.0])
                 if weight_case == "denormal":
                     weights[1][100] = 1e-39
-                for unit_offset in (False, True):
-                    for interleaved in (False, True):
-                        q = randn(4, 4, head_size, dtype=dtype, seed=10)
-                        k = randn(4, 2, head_size, dtype=dtype, seed=11)
-                        v = randn(4, 2, head_size, dtype=dtype, seed=12)
-                        q[0, 0, 7], q[0, 1, 9] = 2.0**-18, 2.0**18  # in range
-                        q[1, 0, 3] = 1e-39  # a denormal
-                        q[1, 2, 60] = 0.0  # an exact zero
-                        q[2, 3, 64] = 2.0**-70  # its square underflows
-                        k[3, 1, 100] = 1e-39
-                        k_cache = torch.zeros(2, 4, 2, head_size, dtype=dtype)
-                        v_cache = torch.zeros_like(k_cache)
-                        ops.rotate_store_kv(
-                            q,
-                            k,
-                            v,
-                            cache,
-                            inv_freq,
-                            mscale,
-                            positions,
-                            k_cache,
-                            v_cache,
-                            slots,
-                            q_norm_weight=weights[0],
-                            k_norm_weight=weights[1],
-                            norm_unit_offset=unit_offset,
-                            interleaved=interleaved,
-                            write_k=True,
-                        )
-                        case = f"convert-{dim}-{mscale}-{weight_case}-{unit_offset}-{interleaved}"
-                        for name, t in (("q", q), ("k", k), ("k_cache", k_cache)):
-                            results[f"{case}-{name}"] = t
+                for unit_offset, interleaved, eps in itertools.product(
+                    (False, True), (False, True), (1e-6, 0.0)
+                ):
+                    q = randn(4, 4, head_size, dtype=dtype, seed=10)
+                    k = randn(4, 2, head_size, dtype=dtype, seed=11)
+                    v = randn(4, 2, head_size, dtype=dtype, seed=12)
+                    q[0, 0, 7] = 2.0**-18  # in range
+                    q[0, 1] *= 2.0**18  # in range
+                    q[1, 0, 3] = 1e-39  # a denormal
+                    q[1, 2, 60] = 0.0  # an exact zero
+                    q[2, 3, 64] = 2.0**-70  # its square is denormal
+                    q[3, 0] = 0.0  # all zero
+                    k[3, 1, 100] = 1e-39
+                    k_cache = torch.zeros(2, 4, 2, head_size, dtype=dtype)
+                    v_cache = torch.zeros_like(k_cache)
+                    ops.rotate_store_kv(
+                        q,
+                        k,
+                        v,
+                        cache,
+                        inv_freq,
+                        mscale,
+                        positions,
+                        k_cache,
+                        v_cache,
+                        slots,
+                        q_norm_weight=weights[0],
+                        k_norm_weight=weights[1],
+                        eps=eps,
+                        norm_unit_offset=unit_offset,
+                        interleaved=interleaved,
+                        write_k=True,
+                    )
+                    case = f"convert-{dim}-{mscale}-{weight_case}-{unit_offset}-{interleaved}-{eps}"
+                    for name, t in (("q", q), ("k", k), ("k_cache", k_cache)):
+                        results[f"{case}-{name}"] = t
     return results
 
 

@@ -1,5 +1,9 @@
 #include "cpu/cpu_kernels.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
 #include <cctype>
 #include <cstdlib>
 #include <string>
@@ -63,10 +67,14 @@ namespace {
 #endif
 }
 
-// AVX-512 BF16's conversions, on top of AVX512's features.
+// AVX-512 BF16's conversions, on top of AVX512's features (whose check covers the OS's saving of
+// the AVX-512 state): CPUID leaf 7, subleaf 1, EAX bit 5, asked directly (older compilers'
+// __builtin_cpu_supports does not know the feature).
 [[maybe_unused]] bool cpu_has_avx512_bf16() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx512bf16");
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (eax >> 5) & 1u;
 #else
   return false;
 #endif

@@ -1,7 +1,7 @@
-// rotate_store_kv's normalize-and-rotate loop for the AVX512_BF16 copy (compiled with
-// -mavx512bf16): each bfloat16 rounding of a unit of 32 values is one conversion instruction
-// (vcvtne2ps2bf16, to nearest even) and its widening back two bit operations, where the integer
-// rounding of the other copies takes five operations a vector.
+// rotate_store_kv's normalize-and-rotate loop for the AVX512_BF16 copy (CPU_CAPABILITY_AVX512_BF16,
+// compiled with -mavx512bf16): each bfloat16 rounding of a unit of 32 values is one conversion
+// instruction (vcvtne2ps2bf16, to nearest even) and its widening back two bit operations, where the
+// integer rounding of the other copies takes five operations a vector.
 //
 // The conversion differs from c10's rounding in two cases: it flushes a denormal input to zero
 // (c10 rounds it to a bfloat16 denormal), and it keeps a NaN's payload (c10 writes 0x7FC0). The
@@ -13,7 +13,10 @@
 
 #include <cstdint>
 
-#if defined(__AVX512BF16__)
+#if defined(CPU_CAPABILITY_AVX512_BF16)
+#if !defined(__AVX512BF16__)
+#error "the AVX512_BF16 copy is compiled with -mavx512bf16 (csrc/library.json)"
+#endif
 #include <immintrin.h>
 
 #include <ATen/cpu/vec/vec.h>
@@ -27,7 +30,7 @@
 namespace yarn_ext::cpu {
 namespace CPU_CAPABILITY {
 
-#if defined(__AVX512BF16__)
+#if defined(CPU_CAPABILITY_AVX512_BF16)
 // Slots. A unit of 32 values is a pair of float vectors (lo, hi): slot s < 16 is lo's lane s,
 // slot s >= 16 is hi's lane s - 16. The conversion packs slot s into 16-bit word s; widen_bf16
 // unpacks word 2j into lo's lane j and word 2j + 1 into hi's lane j. So a rounding (pack, then
@@ -133,6 +136,7 @@ inline FloatVec least_of(const FloatVec& a, const FloatVec& b) {
 // a NaN or 0; and one whose inverse_rms is infinite (eps 0 and a sum of 0: its least square is
 // 0, the product a NaN). So a head passes only with a finite sum, which bounds each normalized
 // value by sqrt(n). A head with a zero value takes the Lanes loop.
+// (One vector of 16 lanes: kv_store.h's kNormGroup.)
 inline void heads_in_range(const float* inverse, const float* least, bool* in_range) {
   const __m512 rms_inverse = _mm512_loadu_ps(inverse);
   const __m512 least_normalized =

@@ -42,13 +42,6 @@ inline void prefetch_to_l2(const void* row, int64_t bytes) {
   for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line, 0, 2);
 }
 
-// Asks for rows about to be written (prefetchw): owned before the stores reach them, which then
-// drain from the store buffer without waiting for each line's read for ownership.
-inline void prefetch_to_write(const void* row, int64_t bytes) {
-  const char* p = static_cast<const char*>(row);
-  for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(p + line, 1, 3);
-}
-
 // The cos/sin rows (cos at [0, half), sin at [half, 2 half)) of a block of tokens.
 template <typename acc_t>
 class BlockTables {
