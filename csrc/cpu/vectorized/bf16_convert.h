@@ -95,10 +95,11 @@ inline void lay_out_scales(const float* scale, int64_t n, bool interleaved, floa
 // bounds below keep every rounding's input a normal float or zero and every result finite:
 //  - a head's x * inverse_rms: at least 2^-20 (heads_in_range);
 //  - the scales (1 + weight too): zero or in [2^-20, 2^20]; so the normalized values, the
-//    rotation's inputs, are zero or in [2^-42, 2^33] (|x| * inverse_rms <= sqrt(n) <= 2^5 once
-//    the sum of squares is finite);
-//  - the cos/sin row: zero or in [2^-60, 2^20]; so each product of the turn is zero or at least
-//    2^-102, and the difference of two such floats, a multiple of 2^-125, is zero or normal.
+//    rotation's inputs, are zero or in [2^-42, 2^26] (|x| * inverse_rms <= sqrt(n) <= 2^5 once
+//    the sum of squares is finite, and a rounding's margin);
+//  - the cos/sin row: zero or in [2^-60, 2^20]; so each product of the turn is zero or in
+//    [2^-102, 2^46], and the difference of two such floats, a multiple of 2^-125, is zero or
+//    normal, and finite.
 inline bool magnitudes_in_range(const float* v, int64_t n, float low, float high) {
   const __m512 zero = _mm512_setzero_ps();
   const __m512 lowest = _mm512_set1_ps(low);
