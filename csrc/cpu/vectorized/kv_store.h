@@ -161,15 +161,6 @@ void norm_scale(const scalar_t* weight, int64_t n, bool unit_offset, float* scal
   }
 }
 
-// A group's inverse_rms from its heads' sums of squares (fold_sums's totals).
-inline void inverse_rms_of_sums(const float* totals, int64_t n, float eps, float* inverse) {
-  using Vec = at::vec::Vectorized<float>;
-  for (int h = 0; h < kNormGroup; h += Vec::size()) {
-    const Vec mean = Vec::loadu(totals + h) / Vec(static_cast<float>(n));
-    (Vec(1.0f) / (mean + Vec(eps)).sqrt()).store(inverse + h);
-  }
-}
-
 // inverse[h] = 1 / sqrt(sum of squares / n + eps) of heads [0, count) (count <= kNormGroup),
 // each step rounded as torch rounds it (mean, + eps, rsqrt as ATen's vectors form it: 1 / sqrt).
 // With `in_range` (the AVX512_BF16 copy's bfloat16 rows), also whether each head may take the
@@ -186,25 +177,18 @@ void inverse_rms(const scalar_t* head, int64_t head_stride, int count, int64_t n
   }
 #endif
 #if defined(CPU_CAPABILITY_AVX512_BF16)
-  alignas(64) float least[kNormGroup * Vec::size()];
-  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    if (in_range != nullptr) {
-      for (int h = 0; h < count; ++h) {
-        sum_of_squares_bf16<true>(head + h * head_stride, n, sums + h * run,
-                                  least + h * Vec::size());
-      }
-      std::fill(sums + count * run, sums + kNormGroup * run, 0.0f);
-      std::fill(least + count * Vec::size(), least + kNormGroup * Vec::size(), 0.0f);
-      fold_sums(sums, run);
-      fold_sums(least, Vec::size(), least_of);
-      inverse_rms_of_sums(sums, n, eps, inverse);
-      return heads_in_range(inverse, least, in_range);
-    }
-  }
+  alignas(64) float least[kNormGroup * Vec::size()];  // each head's lanes' least squares
 #endif
   for (int h = 0; h < count; ++h) {
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
     if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+#if defined(CPU_CAPABILITY_AVX512_BF16)
+      if (in_range != nullptr) {
+        sum_of_squares_bf16<true>(head + h * head_stride, n, sums + h * run,
+                                  least + h * Vec::size());
+        continue;
+      }
+#endif
       if (bit_bf16) {
         sum_of_squares_bf16(head + h * head_stride, n, sums + h * run);
         continue;
@@ -216,7 +200,19 @@ void inverse_rms(const scalar_t* head, int64_t head_stride, int count, int64_t n
   // A short group's missing heads fold zeros (their totals unused).
   std::fill(sums + count * run, sums + kNormGroup * run, 0.0f);
   fold_sums(sums, run);
-  inverse_rms_of_sums(sums, n, eps, inverse);
+  for (int h = 0; h < kNormGroup; h += Vec::size()) {
+    const Vec mean = Vec::loadu(sums + h) / Vec(static_cast<float>(n));
+    (Vec(1.0f) / (mean + Vec(eps)).sqrt()).store(inverse + h);
+  }
+#if defined(CPU_CAPABILITY_AVX512_BF16)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (in_range != nullptr) {
+      std::fill(least + count * Vec::size(), least + kNormGroup * Vec::size(), 0.0f);
+      fold_sums(least, Vec::size(), least_of);
+      heads_in_range(inverse, least, in_range);
+    }
+  }
+#endif
 }
 
 // RMSNorm of kWidth values in float lanes, as the models' modules compute it, given their
