@@ -291,12 +291,13 @@ DTYPES = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "double
 
 @dataclass
 class KvRow:
-    """rotate_store_kv_kernel (csrc/kv_store_work.h): a thread per head of a token, its loops
-    each once per 16-byte vector (or element) of the head. The worst loop of each kind among the
-    common-path loops (those that call nothing: the rare path - a position past the cache, an
-    image token's MRoPE positions - calls the float64 cos/sin and is not counted)."""
+    """rotate_store_kv_kernel (csrc/kv_store_work.h): four lanes (threads) per head of a token,
+    its loops each once per 16-byte vector (or element) of a lane's part of the head. The worst
+    loop of each kind among the common-path loops (those that call nothing: the rare path - a
+    position past the cache, an image token's MRoPE positions - calls the float64 cos/sin and is
+    not counted)."""
 
-    squares: int  # the norm's sum of squares, per KV_SQUARES values
+    squares: int  # a lane's part of the norm's sum of squares, per KV_SQUARES values
     rotate: int  # normalize + rotate + store, per item (kVec pairs), worst norm, cache of q's dtype
     rotate_fp8: int  # the same, storing to a float8 cache
     copy: int  # v into the cache, per vector
@@ -311,7 +312,9 @@ class KvRow:
 # Qwen3-8B: the headline shapes of the fused serving step (benchmarks/kv_store.py)
 KV_HEADS = (32, 8)
 KV_HEAD_DIM = 128
-KV_SQUARES = 32  # values per iteration of the sum of squares (kSums, csrc/kv_store_work.h)
+# values per iteration of a lane's sum of squares (kLaneSums, csrc/kv_store_work.h): a head's
+# d values take d / KV_SQUARES iterations over its four lanes
+KV_SQUARES = 8
 
 
 def fp8_conversion(loop: Loop) -> bool:
@@ -562,10 +565,11 @@ def report(rows: list[Row]) -> list[str]:
     if kv_rows:
         lines += [
             "",
-            "rotate_store_kv_kernel (a thread per head of a token): instructions per iteration of "
-            "its common-path loops (the worst of each kind; rare-path loops, which call the "
-            "float64 cos/sin, apart): squares per 32 values, rotate per item (kVec pairs: "
-            "normalize, rotate, store; worst norm), copy per vector of v; then, for Qwen3-8B's "
+            "rotate_store_kv_kernel (four lanes per head of a token): instructions per "
+            "iteration of its common-path loops (the worst of each kind; rare-path loops, which "
+            "call the float64 cos/sin, apart): squares per 8 values (a lane's iteration), rotate "
+            "per item (kVec pairs: normalize, rotate, store; worst norm), copy per vector of v; "
+            "then, for Qwen3-8B's "
             f"shapes ({KV_HEADS[0]} q, {KV_HEADS[1]} kv heads of {KV_HEAD_DIM}), the loops' "
             "instructions per 64 B of DRAM traffic of a token (each head's setup, a few dozen "
             "instructions, not counted), as a share of the budgets.",

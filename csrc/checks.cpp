@@ -124,6 +124,12 @@ const char* dtype_name(const Tensor& t) {
       return "int64";
     case ScalarType::Float8_e4m3fn:
       return "float8_e4m3fn";
+    case ScalarType::Float8_e5m2:  // the other float8 caches, which the operators refuse by name
+      return "float8_e5m2";
+    case ScalarType::Float8_e4m3fnuz:
+      return "float8_e4m3fnuz";
+    case ScalarType::Float8_e5m2fnuz:
+      return "float8_e5m2fnuz";
     case ScalarType::Bool:
       return "bool";
     case ScalarType::ComplexFloat:

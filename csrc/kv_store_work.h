@@ -3,21 +3,25 @@
 // (testing/cuda_emulation.cpp) for every thread in turn, so that the CPU tests run the GPU's
 // arithmetic and index math where no GPU is at hand.
 //
-// A thread owns one row of one token: a head of q or of k (RMSNorm, rotation, the store: q in
-// place, k into the cache and, with write_k, back into k) or of v (copied into the cache). The
-// rows of a token are consecutive threads - q's heads, k's, v's - so a warp reads and writes
-// whole heads side by side. A head's RMSNorm is two passes over its row: the sum of squares,
-// then the normalized, rotated values. The second pass reads what the first brought into L1.
+// kLanes consecutive threads share a row of a token: a head of q or of k (RMSNorm, rotation, the
+// store: q in place, k into the cache and, with write_k, back into k) or of v (copied into the
+// cache), each lane every kLanes-th vector of it. The rows of a token follow each other - q's
+// heads, k's, v's - so a warp reads and writes whole heads side by side, in whole sectors. A
+// thread's work is two steps: its part of the head's sum of squares (row_part), which only
+// reads; the parts folded among the row's lanes (fold_lanes: warp shuffles on the GPU); then the
+// normalized, rotated values of its vectors (rotate_store_row), which reads them again (from L1)
+// and stores them.
 //
 // The arithmetic is the CPU kernel's (cpu/vectorized/kv_store.h), operation for operation, so
 // that the devices agree bit for bit: the sum of squares in the same order (32 running sums,
-// value i into sum i % 32, then folded pairwise), each product and sum rounded on its own, the
-// dtype roundings the model's module makes, and rotation::rotate_pair's turn.
+// value i into sum i % 32, then folded pairwise; a lane holds 8 of them), each product and sum
+// rounded on its own, the dtype roundings the model's module makes, and rotation::rotate_pair's
+// turn.
 //
 // Slots: a slot outside [-1, num_blocks * block_size) is never written on the device (the CPU
 // kernel refuses it before any write). Its token's k and v rows are skipped, as padding's are,
-// and counted into the optional counter layout.invalid_slots: once per token, by the thread of
-// its first k head (a call whose k has no heads stores nothing, and counts nothing).
+// and counted into the optional counter layout.invalid_slots: once per token, by the first lane
+// of its first k head (a call whose k has no heads stores nothing, and counts nothing).
 #pragma once
 
 #include <stdint.h>
@@ -227,17 +231,27 @@ YARN_HOST_DEVICE inline void round_floats(float (&v)[kVec]) {
   }
 }
 
-// The sum of squares of the n values of a row, in the CPU kernel's order: 32 running sums, value
-// i added to sum i % 32 in index order, then the sums folded pairwise (sum 2j + sum 2j + 1).
-// kVec values a load; the sums' indices are constants (the loops unroll), so they stay in
-// registers.
+// A row's lanes: kLanes consecutive threads of a warp share a row (a head of q, k or v), each
+// taking every kLanes-th vector of it. A warp's load then reads whole 32-byte sectors of
+// 32 / kLanes heads side by side (a thread per head would touch 32 heads' rows, half a sector
+// each, per load), and a head's sum of squares splits into kLanes exact parts (below).
+constexpr int kLanes = 4;
+constexpr int kSums = 32;                  // the CPU kernel's running sums of squares
+constexpr int kLaneSums = kSums / kLanes;  // of them, a lane's
+static_assert(kLanes == 4 && kLaneSums == 8, "the folds below are written for 4 lanes of 8 sums");
+
+// The part of a row's sum of squares (its n values) that lane `lane` holds, in the CPU kernel's
+// order: the CPU adds value i to running sum i % 32, in index order, then folds the 32 sums
+// pairwise (sum 2j + sum 2j + 1), five times. Lane l keeps sums [8 l, 8 l + 8) - the values
+// 32 m + 8 l + j - and makes the first three folds, which stay within its sums; fold_lanes makes
+// the last two across the lanes. kVec values a load; the sums' indices are constants (the loops
+// unroll), so they stay in registers.
 template <typename scalar_t, int kVec>
-YARN_HOST_DEVICE inline float sum_of_squares(const scalar_t* in, int n) {
-  constexpr int kSums = 32;
-  static_assert(kSums % kVec == 0);
-  float sums[kSums];
+YARN_HOST_DEVICE inline float lane_sum_of_squares(const scalar_t* in, int n, int lane) {
+  static_assert(kLaneSums % kVec == 0);
+  float sums[kLaneSums];
   YARN_UNROLL
-  for (int j = 0; j < kSums; ++j) sums[j] = 0.0f;
+  for (int j = 0; j < kLaneSums; ++j) sums[j] = 0.0f;
   // Adds the kVec values at in + at to sums [c * kVec, (c + 1) * kVec).
   auto add = [&](int at, int c) {
     float x[kVec];
@@ -247,23 +261,21 @@ YARN_HOST_DEVICE inline float sum_of_squares(const scalar_t* in, int n) {
       sums[c * kVec + j] = rotation::add_rn(sums[c * kVec + j], rotation::mul_rn(x[j], x[j]));
     }
   };
-  int i = 0;
+  const int groups = n / kSums;  // whole groups of 32 values, then the tail
+  const int offset = lane * kLaneSums;
   YARN_NO_UNROLL
-  for (; i + kSums <= n; i += kSums) {
+  for (int g = 0; g < groups; ++g) {
     YARN_UNROLL
-    for (int c = 0; c < kSums / kVec; ++c) add(i + c * kVec, c);
+    for (int c = 0; c < kLaneSums / kVec; ++c) add(g * kSums + offset + c * kVec, c);
   }
   // the tail (a row's length is a multiple of kVec: whole loads, and none past its end)
+  const int tail = groups * kSums + offset;
   YARN_UNROLL
-  for (int c = 0; c < kSums / kVec; ++c) {
-    if (i + c * kVec < n) add(i + c * kVec, c);
+  for (int c = 0; c < kLaneSums / kVec; ++c) {
+    if (tail + c * kVec < n) add(tail + c * kVec, c);
   }
-  // (four loops with constant bounds: a loop over the width would index the sums at run time,
-  // which puts them in local memory on the GPU)
-  YARN_UNROLL
-  for (int j = 0; j < 16; ++j) sums[j] = rotation::add_rn(sums[2 * j], sums[2 * j + 1]);
-  YARN_UNROLL
-  for (int j = 0; j < 8; ++j) sums[j] = rotation::add_rn(sums[2 * j], sums[2 * j + 1]);
+  // (loops with constant bounds: a loop over the width would index the sums at run time, which
+  // puts them in local memory on the GPU)
   YARN_UNROLL
   for (int j = 0; j < 4; ++j) sums[j] = rotation::add_rn(sums[2 * j], sums[2 * j + 1]);
   YARN_UNROLL
@@ -271,10 +283,27 @@ YARN_HOST_DEVICE inline float sum_of_squares(const scalar_t* in, int n) {
   return rotation::add_rn(sums[0], sums[1]);
 }
 
-// 1 / sqrt(mean of squares + eps), each step rounded as torch's float32 steps round.
-template <typename scalar_t, int kVec>
-YARN_HOST_DEVICE inline float inverse_rms(const scalar_t* in, int n, float eps) {
-  const float mean = div_rn(sum_of_squares<scalar_t, kVec>(in, n), static_cast<float>(n));
+// The row's sum of squares from its lanes' parts: the CPU's last two folds, (lane 0 + lane 1) +
+// (lane 2 + lane 3), as a butterfly that leaves the sum in every lane (in each lane's operand
+// order, which does not change a sum's bits). On the GPU by shuffles among the row's lanes
+// (`lanes`: their mask in the warp); the CPU emulation passes every lane's part.
+#if defined(__CUDACC__)
+__device__ inline float fold_lanes(float part, unsigned lanes) {
+  part = rotation::add_rn(part, __shfl_xor_sync(lanes, part, 1));
+  return rotation::add_rn(part, __shfl_xor_sync(lanes, part, 2));
+}
+#endif
+YARN_HOST_DEVICE inline float fold_lanes(const float (&parts)[kLanes], int lane) {
+  float pairs[kLanes];
+  YARN_UNROLL
+  for (int l = 0; l < kLanes; ++l) pairs[l] = rotation::add_rn(parts[l], parts[l ^ 1]);
+  return rotation::add_rn(pairs[lane], pairs[lane ^ 2]);
+}
+
+// 1 / sqrt(mean of squares + eps) of a row of n values whose sum of squares is `sum`, each step
+// rounded as torch's float32 steps round.
+YARN_HOST_DEVICE inline float inverse_rms(float sum, int n, float eps) {
+  const float mean = div_rn(sum, static_cast<float>(n));
   return div_rn(1.0f, sqrt_rn(rotation::add_rn(mean, eps)));
 }
 
@@ -356,19 +385,19 @@ YARN_HOST_DEVICE inline TokenPosition token_position(const KvStoreLayout& layout
           position_at(layout.positions, layout.int32_positions, offset + 2 * stride)};
 }
 
-// The rotated pairs of one q or k head, the loop of one norm kind and cache type: normalized,
-// rotated, stored to the targets. kCached: the token's position has a row in the cos/sin cache
-// (and the token's MRoPE positions are equal): the loop reads the cache only, and calls nothing
-// (a call would have the kernel keep its registers on the stack around it).
+// A lane's rotated pairs of one q or k head (every kLanes-th item), the loop of one norm kind
+// and cache type: normalized, rotated, stored to the targets. kCached: the token's position has a
+// row in the cos/sin cache (and the token's MRoPE positions are equal): the loop reads the cache
+// only, and calls nothing (a call would have the kernel keep its registers on the stack around it).
 template <NormKind kind, bool kFp8, bool kCached, typename scalar_t, int kVec, bool interleaved>
 YARN_HOST_DEVICE inline void norm_rotate_pairs(const scalar_t* in, const scalar_t* weight,
                                                const RowTargets<scalar_t>& targets,
                                                const KvStoreLayout& layout, TokenPosition p,
-                                               float inverse) {
+                                               float inverse, int lane) {
   using Runs = rotation::PairRuns<scalar_t, kVec, interleaved>;
   const int half = static_cast<int>(layout.tables.half);
   YARN_NO_UNROLL
-  for (int first = 0; first < half; first += kVec) {
+  for (int first = lane * kVec; first < half; first += kLanes * kVec) {
     float x[2][kVec];
     load_normalized<kind>(in, weight, static_cast<int>(Runs::start(0, first, half)), inverse, x[0]);
     load_normalized<kind>(in, weight, static_cast<int>(Runs::start(1, first, half)), inverse, x[1]);
@@ -397,28 +426,28 @@ YARN_HOST_DEVICE inline void norm_rotate_pairs(const scalar_t* in, const scalar_
   }
 }
 
-// One q or k head, the loops of one norm kind and cache type: normalized, rotated, stored to
-// the targets. `in` is read twice (the sum of squares, then the values) and may be targets.out.
+// A lane's part of one q or k head, the loops of one norm kind and cache type: normalized,
+// rotated, stored to the targets. `sum` is the head's sum of squares (its lanes' parts folded),
+// `in` may be targets.out: each lane writes only what it reads here.
 template <NormKind kind, bool kFp8, typename scalar_t, int kVec, bool interleaved>
 YARN_HOST_DEVICE inline void norm_rotate_head(const scalar_t* in, const scalar_t* weight,
                                               const RowTargets<scalar_t>& targets,
-                                              const KvStoreLayout& layout, TokenPosition p) {
+                                              const KvStoreLayout& layout, TokenPosition p,
+                                              float sum, int lane) {
   const int half = static_cast<int>(layout.tables.half);
   const int head_size = static_cast<int>(layout.head_size);  // at most kKvMaxHeadSize
   float inverse = 0.0f;
-  if constexpr (kind != NormKind::kNone) {
-    inverse = inverse_rms<scalar_t, kVec>(in, head_size, layout.eps);
-  }
+  if constexpr (kind != NormKind::kNone) inverse = inverse_rms(sum, head_size, layout.eps);
   if (p.t == p.h && p.t == p.w && cached<float>(layout.tables, p.t)) {
     norm_rotate_pairs<kind, kFp8, true, scalar_t, kVec, interleaved>(in, weight, targets, layout, p,
-                                                                     inverse);
+                                                                     inverse, lane);
   } else {
     norm_rotate_pairs<kind, kFp8, false, scalar_t, kVec, interleaved>(in, weight, targets, layout,
-                                                                      p, inverse);
+                                                                      p, inverse, lane);
   }
   // Past the rotary dim (partial rotary): normalized only.
   YARN_NO_UNROLL
-  for (int at = 2 * half; at < head_size; at += kVec) {
+  for (int at = 2 * half + lane * kVec; at < head_size; at += kLanes * kVec) {
     float x[kVec];
     load_normalized<kind>(in, weight, at, inverse, x);
     scalar_t y[kVec];
@@ -431,25 +460,26 @@ YARN_HOST_DEVICE inline void norm_rotate_head(const scalar_t* in, const scalar_t
 template <bool kFp8, typename scalar_t, int kVec, bool interleaved>
 YARN_HOST_DEVICE inline void norm_rotate_head(const scalar_t* in, const scalar_t* weight,
                                               const RowTargets<scalar_t>& targets,
-                                              const KvStoreLayout& layout, TokenPosition p) {
+                                              const KvStoreLayout& layout, TokenPosition p,
+                                              float sum, int lane) {
   if (weight == nullptr) {
     norm_rotate_head<NormKind::kNone, kFp8, scalar_t, kVec, interleaved>(in, weight, targets,
-                                                                         layout, p);
+                                                                         layout, p, sum, lane);
   } else if (layout.unit_offset) {
-    norm_rotate_head<NormKind::kUnitOffset, kFp8, scalar_t, kVec, interleaved>(in, weight, targets,
-                                                                               layout, p);
+    norm_rotate_head<NormKind::kUnitOffset, kFp8, scalar_t, kVec, interleaved>(
+        in, weight, targets, layout, p, sum, lane);
   } else {
     norm_rotate_head<NormKind::kWeight, kFp8, scalar_t, kVec, interleaved>(in, weight, targets,
-                                                                           layout, p);
+                                                                           layout, p, sum, lane);
   }
 }
 
-// A v head: copied (or quantized) into its cache row.
+// A lane's part of a v head (every kLanes-th vector): copied (or quantized) into its cache row.
 template <bool kFp8, typename scalar_t, int kVec>
 YARN_HOST_DEVICE inline void store_v_head(const scalar_t* in, const RowTargets<scalar_t>& targets,
-                                          int n) {
+                                          int n, int lane) {
   YARN_NO_UNROLL
-  for (int at = 0; at < n; at += kVec) {
+  for (int at = lane * kVec; at < n; at += kLanes * kVec) {
     scalar_t x[kVec];
     rotation::load<kVec>(in + at, x);
     store_values<kFp8>(targets, at, x);
@@ -480,20 +510,51 @@ YARN_HOST_DEVICE inline int64_t rows_per_token(const KvStoreLayout& layout) {
   return layout.q.num_heads + layout.k.num_heads + layout.v.num_heads;
 }
 
-// The work of the thread for row `row` of token `token`. layout.invalid_slots, unless null,
-// counts the tokens whose slot is outside [-1, num_blocks * block_size) (their k and v are not
-// stored).
+// The q or k head of row `row` (< q's heads + k's) of token `token`, and its norm weight.
+template <typename scalar_t>
+YARN_HOST_DEVICE inline scalar_t* head_of(const KvStoreLayout& layout, int64_t token, int64_t row) {
+  const bool is_q = row < layout.q.num_heads;
+  const TokenHeads& heads = is_q ? layout.q : layout.k;
+  const int64_t head = is_q ? row : row - layout.q.num_heads;
+  return static_cast<scalar_t*>(heads.data) + token * heads.token_stride + head * heads.head_stride;
+}
+
+template <typename scalar_t>
+YARN_HOST_DEVICE inline const scalar_t* weight_of(const KvStoreLayout& layout, int64_t row) {
+  return static_cast<const scalar_t*>(row < layout.q.num_heads ? layout.q_weight : layout.k_weight);
+}
+
+// Whether row `row` is a head with a norm: a q or k head whose norm weight is given.
+YARN_HOST_DEVICE inline bool has_norm(const KvStoreLayout& layout, int64_t row) {
+  return row < layout.q.num_heads + layout.k.num_heads &&
+         (row < layout.q.num_heads ? layout.q_weight : layout.k_weight) != nullptr;
+}
+
+// The first step of lane `lane` on row `row` of token `token`, which only reads: its part of
+// the head's sum of squares (lane_sum_of_squares) where the row has a norm, 0 elsewhere. Every
+// lane's part is taken before any lane of the row writes (the fold between the steps waits for
+// them all), so a head normalized in place is read whole first.
+template <typename scalar_t, int kVec>
+YARN_HOST_DEVICE inline float row_part(const KvStoreLayout& layout, int64_t token, int64_t row,
+                                       int lane) {
+  if (!has_norm(layout, row)) return 0.0f;
+  return lane_sum_of_squares<scalar_t, kVec>(head_of<scalar_t>(layout, token, row),
+                                             static_cast<int>(layout.head_size), lane);
+}
+
+// The second step of lane `lane` on row `row` of token `token`, given the row's sum of squares
+// `sum` (unused where the row has no norm). layout.invalid_slots, unless null, counts the tokens
+// whose slot is outside [-1, num_blocks * block_size) (their k and v are not stored).
 template <typename scalar_t, int kVec, bool interleaved>
 YARN_HOST_DEVICE inline void rotate_store_row(const KvStoreLayout& layout, int64_t token,
-                                              int64_t row) {
+                                              int64_t row, int lane, float sum) {
   const int64_t q_heads = layout.q.num_heads;
   const int64_t k_heads = layout.k.num_heads;
   if (row < q_heads) {
-    auto* q = static_cast<scalar_t*>(layout.q.data) + token * layout.q.token_stride +
-              row * layout.q.head_stride;
-    norm_rotate_head<false, scalar_t, kVec, interleaved>(
-        q, static_cast<const scalar_t*>(layout.q_weight), {q, nullptr, {}}, layout,
-        token_position(layout, token));
+    scalar_t* q = head_of<scalar_t>(layout, token, row);
+    norm_rotate_head<false, scalar_t, kVec, interleaved>(q, weight_of<scalar_t>(layout, row),
+                                                         {q, nullptr, {}}, layout,
+                                                         token_position(layout, token), sum, lane);
     return;
   }
   const int64_t slot = slot_of(layout, token);
@@ -503,7 +564,7 @@ YARN_HOST_DEVICE inline void rotate_store_row(const KvStoreLayout& layout, int64
   const int64_t element_size = layout.fp8 ? 1 : static_cast<int64_t>(sizeof(scalar_t));
   if (row < q_heads + k_heads) {
     const int64_t head = row - q_heads;
-    if (head == 0 && slot != -1 && !stored && layout.invalid_slots != nullptr) {
+    if (head == 0 && lane == 0 && slot != -1 && !stored && layout.invalid_slots != nullptr) {
 #if defined(__CUDA_ARCH__)
       atomicAdd(layout.invalid_slots, 1);
 #else
@@ -511,20 +572,20 @@ YARN_HOST_DEVICE inline void rotate_store_row(const KvStoreLayout& layout, int64
 #endif
     }
     if (!stored && !layout.write_k) return;
-    auto* k = static_cast<scalar_t*>(layout.k.data) + token * layout.k.token_stride +
-              head * layout.k.head_stride;
+    scalar_t* k = head_of<scalar_t>(layout, token, row);
     RowTargets<scalar_t> targets{layout.write_k ? k : nullptr, nullptr,
                                  layout.fp8 ? fp8_scale(*layout.k_scale) : Fp8Scale{}};
     if (stored) {
       targets.cache =
           cache_row(layout.k_cache, layout.block_size, slot, head, layout.head_size, element_size);
     }
-    const auto* weight = static_cast<const scalar_t*>(layout.k_weight);
+    const scalar_t* weight = weight_of<scalar_t>(layout, row);
     const TokenPosition p = token_position(layout, token);
     if (layout.fp8) {
-      norm_rotate_head<true, scalar_t, kVec, interleaved>(k, weight, targets, layout, p);
+      norm_rotate_head<true, scalar_t, kVec, interleaved>(k, weight, targets, layout, p, sum, lane);
     } else {
-      norm_rotate_head<false, scalar_t, kVec, interleaved>(k, weight, targets, layout, p);
+      norm_rotate_head<false, scalar_t, kVec, interleaved>(k, weight, targets, layout, p, sum,
+                                                           lane);
     }
     return;
   }
@@ -536,16 +597,18 @@ YARN_HOST_DEVICE inline void rotate_store_row(const KvStoreLayout& layout, int64
       nullptr,
       cache_row(layout.v_cache, layout.block_size, slot, head, layout.v_head_size, element_size),
       layout.fp8 ? fp8_scale(*layout.v_scale) : Fp8Scale{}};
+  const int n = static_cast<int>(layout.v_head_size);
   if (layout.fp8) {
-    store_v_head<true, scalar_t, kVec>(v, targets, static_cast<int>(layout.v_head_size));
+    store_v_head<true, scalar_t, kVec>(v, targets, n, lane);
   } else {
-    store_v_head<false, scalar_t, kVec>(v, targets, static_cast<int>(layout.v_head_size));
+    store_v_head<false, scalar_t, kVec>(v, targets, n, lane);
   }
 }
 
-// The launch: blocks of kThreads threads, (rows, tokens) - block_x rows of block_y tokens - and a
-// grid of (token blocks, row slices). A token's rows are block_x consecutive threads unless it
-// has more than kThreads rows.
+// The launch: blocks of at most kThreads threads, (rows' lanes, tokens) - block_x lanes of
+// block_y tokens - and a grid of (token blocks, lane slices). A token's lanes are block_x
+// consecutive threads unless it has more than kThreads of them; block_x is a multiple of kLanes,
+// so a row's lanes are kLanes consecutive threads of one warp.
 constexpr int kThreads = 256;
 
 // In 64 bits: the launcher refuses a grid past CUDA's limits (fits_cuda_grid) before casting.
@@ -562,24 +625,50 @@ struct KvStoreLaunch {
 
 // No rows (q, k and v without heads) or no tokens: an empty grid, which the launcher skips.
 YARN_HOST_DEVICE inline KvStoreLaunch kv_store_launch(const KvStoreLayout& layout) {
-  const int64_t rows = rows_per_token(layout);
-  if (rows == 0 || layout.num_tokens == 0) return {0, 0, 0, 0};
-  const int64_t block_x = rows < kThreads ? rows : kThreads;
+  const int64_t lanes = rows_per_token(layout) * kLanes;
+  if (lanes == 0 || layout.num_tokens == 0) return {0, 0, 0, 0};
+  const int64_t block_x = lanes < kThreads ? lanes : kThreads;
   const int64_t block_y = kThreads / block_x;
-  return {(layout.num_tokens + block_y - 1) / block_y, (rows + block_x - 1) / block_x, block_x,
+  return {(layout.num_tokens + block_y - 1) / block_y, (lanes + block_x - 1) / block_x, block_x,
           block_y};
 }
 
-// The work of thread (thread_x, thread_y) of block (block_x, block_y) in kv_store_launch.
-template <typename scalar_t, int kVec, bool interleaved>
-YARN_HOST_DEVICE inline void rotate_store_thread(const KvStoreLayout& layout, uint32_t block_x,
-                                                 uint32_t block_y, uint32_t thread_x,
-                                                 uint32_t thread_y, uint32_t threads_x,
-                                                 uint32_t threads_y) {
+// What thread (thread_x, thread_y) of block (block_x, block_y) in kv_store_launch works on: lane
+// `lane` of row `row` of token `token`; nothing unless `active` (the same for a row's lanes).
+struct ThreadRow {
+  int64_t token;
+  int64_t row;
+  int lane;
+  bool active;
+};
+
+YARN_HOST_DEVICE inline ThreadRow thread_row(const KvStoreLayout& layout, uint32_t block_x,
+                                             uint32_t block_y, uint32_t thread_x, uint32_t thread_y,
+                                             uint32_t threads_x, uint32_t threads_y) {
   const int64_t token = int64_t{block_x} * threads_y + thread_y;
-  const int64_t row = int64_t{block_y} * threads_x + thread_x;
-  if (token >= layout.num_tokens || row >= rows_per_token(layout)) return;
-  rotate_store_row<scalar_t, kVec, interleaved>(layout, token, row);
+  const int64_t lanes = int64_t{block_y} * threads_x + thread_x;
+  const int64_t row = lanes / kLanes;
+  return {token, row, static_cast<int>(lanes % kLanes),
+          token < layout.num_tokens && row < rows_per_token(layout)};
 }
+
+#if defined(__CUDACC__)
+// The work of a GPU thread: its part of the row's sum of squares, the parts folded among the
+// row's lanes by shuffles, then its values.
+template <typename scalar_t, int kVec, bool interleaved>
+__device__ inline void rotate_store_thread(const KvStoreLayout& layout) {
+  const ThreadRow t =
+      thread_row(layout, blockIdx.x, blockIdx.y, threadIdx.x, threadIdx.y, blockDim.x, blockDim.y);
+  if (!t.active) return;  // with the rest of its row's lanes
+  const float part = row_part<scalar_t, kVec>(layout, t.token, t.row, t.lane);
+  float sum = 0.0f;
+  if (has_norm(layout, t.row)) {  // the same for the row's lanes
+    // the row's lanes in the warp: kLanes consecutive threads from a multiple of kLanes
+    const unsigned first = ((threadIdx.y * blockDim.x + threadIdx.x) % 32) & ~(kLanes - 1u);
+    sum = fold_lanes(part, ((1u << kLanes) - 1u) << first);
+  }
+  rotate_store_row<scalar_t, kVec, interleaved>(layout, t.token, t.row, t.lane, sum);
+}
+#endif
 
 }  // namespace yarn_ext::kv_store

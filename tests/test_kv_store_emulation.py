@@ -151,12 +151,13 @@ def test_a_slot_used_twice_writes_one_of_its_tokens_rows(poison) -> None:
 
 
 def test_launch_covers_every_row_of_every_token() -> None:
-    """Rows beyond a block (more than 256 heads in q, k and v) take a second grid row."""
+    """A row's 4 lanes are consecutive threads: 260 rows (250 + 5 + 5 heads) are 1040 threads,
+    in five grid rows of 256."""
     cache, inv_freq, mscale = tables(2 * HALF, 64)
     cases = [make_case(torch.bfloat16, heads=(250, 5), head_size=64, seed=25) for _ in range(2)]
     run(cases[0], cache, inv_freq, mscale)
     launch = hooks.emulate_cuda_rotate_store_kv(*call_args(cases[1], cache, inv_freq, mscale))
-    assert launch["block"] == (256, 1) and launch["grid"] == (11, 2)
+    assert launch["block"] == (256, 1) and launch["grid"] == (11, 5)
     for field in ("q", "k_store", "v_store"):
         assert same_bytes(getattr(cases[0], field), getattr(cases[1], field)), field
 

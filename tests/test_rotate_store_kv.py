@@ -297,6 +297,53 @@ def test_float8_cache() -> None:
     assert_only_slots_written(case, case.v_cache, case.v_store)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("unit_offset", [False, True])
+def test_whole_step_with_a_float8_cache_against_float64(dtype, unit_offset, poison) -> None:
+    """Norm, rotation and quantization together: the float8 cache rows against the float64 step
+    divided by the scale, where not saturated, within e4m3's rounding (half of 2^-3, relative;
+    2^-10 among its subnormals) plus, for k, the dtype's roundings before it (a few ulps of the
+    magnitude of the pair a value turns with, which the rotation keeps); saturated values at
+    +-448; and bit for bit the quantization of the k that write_k leaves."""
+    cache, inv_freq, mscale = tables(2 * HALF, 64)
+    case = make_case(dtype, cache_dtype=torch.float8_e4m3fn, seed=31)
+    weights = tuple(randn(128, dtype=dtype, seed=s) * 0.5 + 1 for s in (12, 13))
+    k_scale, v_scale = torch.tensor([0.005]), torch.tensor([0.004])  # both saturate somewhere
+    q0, k0 = case.q.clone(), case.k.clone()
+    run(
+        case,
+        cache,
+        inv_freq,
+        mscale,
+        q_norm_weight=weights[0],
+        k_norm_weight=weights[1],
+        norm_unit_offset=unit_offset,
+        k_scale=k_scale,
+        v_scale=v_scale,
+        write_k=True,
+    )
+    q64, k64 = expected(q0, k0, case.positions, inv_freq, mscale, weights, 1e-6, unit_offset)
+    assert_close_to(case.q, q64, 6)
+    k_rows, tokens = cache_rows(case.k_cache, case.slots)
+    v_rows, _ = cache_rows(case.v_cache, case.slots)
+    k_want = k64[tokens] / k_scale.item()
+    # NeoX, rotary dim 64: feature i turns with i + 32; those past 64 are not turned
+    pair = torch.hypot(k_want[..., :HALF], k_want[..., HALF : 2 * HALF])
+    magnitude = torch.cat([pair, pair, k_want[..., 2 * HALF :].abs()], -1)
+    k_slack = 6 * torch.finfo(dtype).eps * magnitude
+    v_want = case.v[tokens].double() / v_scale.item()
+    for rows, want, slack in ((k_rows, k_want, k_slack), (v_rows, v_want, 0.0)):
+        inside = want.abs() < FP8_MAX
+        assert (~inside).any(), "the case does not test saturation"
+        assert (rows.double()[~inside].abs() == FP8_MAX).all()
+        error = (rows.double() - want).abs() - (2**-4 * want.abs() + 2**-10 + slack)
+        assert error[inside].max() <= 0
+    quantized = (case.k[tokens].float() / k_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    assert torch.equal(k_rows.view(torch.uint8), quantized.view(torch.uint8))
+    assert_only_slots_written(case, case.k_cache, case.k_store)
+    assert_only_slots_written(case, case.v_cache, case.v_store)
+
+
 def test_mrope_positions_give_rotate_inplace_bits() -> None:
     cache, inv_freq, mscale = tables(2 * HALF, 64)
     case = make_case(torch.bfloat16, seed=4)
@@ -369,6 +416,11 @@ def bad_inputs():
             r"k_cache must have q's dtype \(bfloat16\) or float8_e4m3fn",
         ),
         (
+            "float8_e5m2 cache",
+            {"cache_dtype": torch.float8_e5m2},
+            r"k_cache must have q's dtype \(bfloat16\) or float8_e4m3fn, got float8_e5m2",
+        ),
+        (
             "cache heads",
             {"cache_heads": 3},
             r"k_cache must have shape \[num_blocks, block_size, 2, 128\]",
@@ -426,6 +478,13 @@ def build_bad(change: dict):
     return args, kwargs
 
 
+def storage_of(t: torch.Tensor) -> torch.Tensor:
+    """t's memory itself (not a copy, which would not see a write): as bytes where its last
+    dimension allows, so that float8 and bfloat16 caches compare bit for bit."""
+    t = t.detach()
+    return t.view(torch.uint8) if t.stride(-1) == 1 else t
+
+
 @pytest.mark.parametrize("what, change, message", bad_inputs(), ids=[b[0] for b in bad_inputs()])
 def test_bad_input_changes_nothing_and_fake_agrees(what, change, message) -> None:
     args, kwargs = build_bad(change)
@@ -435,8 +494,8 @@ def test_bad_input_changes_nothing_and_fake_agrees(what, change, message) -> Non
         q,
         k,
         v,
-        k_cache.float(),
-        v_cache.float(),
+        storage_of(k_cache),
+        storage_of(v_cache),
         error=ValueError,
         match=message,
     )
@@ -473,11 +532,43 @@ def test_the_cpu_refuses_invalid_slots_and_leaves_the_counter() -> None:
     assert counter.item() == 3
 
 
-def test_requires_grad_is_refused() -> None:
-    args, _ = build_bad({})
-    q = args[0].clone().requires_grad_()
-    with pytest.raises(RuntimeError, match="requires grad"):
-        ops.rotate_store_kv(q, *args[1:])
+GRAD_ARGUMENTS = (
+    "q k v cos_sin_cache inv_freq k_cache v_cache q_norm_weight k_norm_weight k_scale v_scale"
+).split()
+
+
+@pytest.mark.parametrize("name", GRAD_ARGUMENTS)
+def test_any_tensor_requiring_grad_is_refused_in_grad_mode(name) -> None:
+    """A gradient through any float argument would be lost: in grad mode each one refuses the
+    call, naming itself, before anything is written; under no_grad the same call runs."""
+    fp8 = name.endswith("_scale")
+    change = {"cache_dtype": torch.float8_e4m3fn} if fp8 else {}
+    if fp8:
+        change |= {"k_scale": torch.tensor([0.5]), "v_scale": torch.tensor([0.25])}
+    if name.endswith("norm_weight"):
+        change[name] = randn(128, dtype=torch.bfloat16, seed=3)
+    args, kwargs = build_bad(change)
+    positional = "q k v cos_sin_cache inv_freq mscale positions k_cache v_cache".split()
+    if name in positional:
+        at = positional.index(name)
+        # a leaf that requires grad (a float8 cache cannot: none is drawn here)
+        args = (*args[:at], args[at].clone().requires_grad_(), *args[at + 1 :])
+    else:
+        kwargs[name] = kwargs[name].clone().requires_grad_()
+    q, k, v, k_cache, v_cache = args[0], args[1], args[2], args[7], args[8]
+    assert_unchanged_after(
+        lambda: ops.rotate_store_kv(*args, **kwargs),
+        q.detach(),
+        k.detach(),
+        v.detach(),
+        storage_of(k_cache),
+        storage_of(v_cache),
+        error=RuntimeError,
+        match=f"rotate_store_kv: {name} requires grad",
+    )
+    with torch.no_grad():
+        ops.rotate_store_kv(*args, **kwargs)
+    assert (storage_of(k_cache)[0, :3] != 0).any()  # it ran: slots 0-2's rows written
 
 
 def test_opcheck_and_fullgraph_compile() -> None:

@@ -162,11 +162,12 @@ def test_the_fused_kernels_loops_and_cost_per_64_bytes() -> None:
     assert kv is not None and row.variant == "bf16 8/item NeoX"
     assert (kv.squares, kv.rotate, kv.rotate_fp8, kv.copy, kv.copy_fp8) == (50, 200, 400, 30, 100)
     assert kv.rare_loops == 1 and kv.common_local == 0
-    # a head of 128 bf16: 4 x 32 squared values and 8 items; 16 vectors of v. 32 q and 8 kv
-    # heads: (40 x (4 x 50 + 8 x 200) + 8 x 16 x 30) over 48 heads of 512 bytes
-    assert kv.per_64b == pytest.approx((40 * 1800 + 8 * 480) / (48 * 8))
+    # a head of 128 bf16: 16 x 8 squared values (4 lanes x 4 iterations) and 8 items; 16
+    # vectors of v. 32 q and 8 kv heads: (40 x (16 x 50 + 8 x 200) + 8 x 16 x 30) over 48 heads
+    # of 512 bytes
+    assert kv.per_64b == pytest.approx((40 * 2400 + 8 * 480) / (48 * 8))
     assert kv.per_64b_fp8 == pytest.approx(
-        (32 * 1800 + 8 * (4 * 50 + 8 * 400 + 16 * 100)) / ((32 * 512 + 16 * 384) / 64)
+        (32 * 2400 + 8 * (16 * 50 + 8 * 400 + 16 * 100)) / ((32 * 512 + 16 * 384) / 64)
     )
     assert row.problems == []  # its stack serves the rare loop only
 

@@ -162,13 +162,33 @@ def rotate_store_kv(
     captured in a CUDA graph): a slot outside the caches is never written - its token's k and v
     are skipped as padding's are - and, when `invalid_slots` (an int32 tensor of one element on
     q's device) is given, the kernel adds the number of such tokens to it; a slot used twice
-    writes one of the tokens' rows, which one undefined.
-    For inference: q or k requiring grad is refused."""
-    if (q.requires_grad or k.requires_grad) and torch.is_grad_enabled():
-        raise RuntimeError(
-            "yarn_ext.rotate_store_kv: q or k requires grad; the fused serving step is for "
-            "inference (run it under torch.no_grad() or torch.inference_mode())"
-        )
+    holds its tokens' rows mixed, vector by vector (each vector from one of them, which
+    undefined).
+    For inference: any tensor argument requiring grad (in grad mode) is refused."""
+    if torch.is_grad_enabled():
+        # Every float tensor: a gradient through any of them (a norm weight that is a model's
+        # Parameter, say) would be lost without a word. Under no_grad or inference_mode (serving)
+        # nothing to check.
+        tensors = {
+            "q": q,
+            "k": k,
+            "v": v,
+            "cos_sin_cache": cos_sin_cache,
+            "inv_freq": inv_freq,
+            "k_cache": k_cache,
+            "v_cache": v_cache,
+            "q_norm_weight": q_norm_weight,
+            "k_norm_weight": k_norm_weight,
+            "k_scale": k_scale,
+            "v_scale": v_scale,
+        }
+        for name, tensor in tensors.items():
+            if tensor is not None and tensor.requires_grad:
+                raise RuntimeError(
+                    f"yarn_ext.rotate_store_kv: {name} requires grad; the fused serving step is "
+                    "for inference and has no gradient (run it under torch.no_grad() or "
+                    "torch.inference_mode())"
+                )
     if mrope_interleaved and mrope_section is None:
         _no_mrope_section()
     _ROTATE_STORE_KV(

@@ -1,11 +1,10 @@
 // CUDA kernel of rotate_store_kv (QK-RMSNorm, rotation and the paged KV-cache write in one
-// pass): a thread per row of a token - a head of q, k or v - whose work is kv_store_work.h,
-// shared with the CPU emulation the tests run. Everything but slot_mapping's values is validated
-// on the host before the launch (kv_store_plan.h), so a failing call changes nothing; the slots
-// are read on the device only (no host synchronization, so the call can be captured in a CUDA
-// graph): a slot outside the caches is skipped, and counted into invalid_slots when the caller
-// passes that counter.
-// benchmarks/sass.py reports what the kernel compiles to.
+// pass): kv_store::kLanes threads per row of a token - a head of q, k or v - whose work is
+// kv_store_work.h, shared with the CPU emulation the tests run. Everything but slot_mapping's
+// values is validated on the host before the launch (kv_store_plan.h), so a failing call changes
+// nothing; the slots are read on the device only (no host synchronization, so the call can be
+// captured in a CUDA graph): a slot outside the caches is skipped, and counted into invalid_slots
+// when the caller passes that counter. benchmarks/sass.py reports what the kernel compiles to.
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/headeronly/util/BFloat16.h>
@@ -28,8 +27,7 @@ constexpr int kMinBlocksPerSm = 3;
 template <typename scalar_t, int kVec, bool interleaved>
 __global__ void __launch_bounds__(kv_store::kThreads, kMinBlocksPerSm)
     rotate_store_kv_kernel(const __grid_constant__ KvStoreLayout layout) {
-  kv_store::rotate_store_thread<scalar_t, kVec, interleaved>(
-      layout, blockIdx.x, blockIdx.y, threadIdx.x, threadIdx.y, blockDim.x, blockDim.y);
+  kv_store::rotate_store_thread<scalar_t, kVec, interleaved>(layout);
 }
 
 template <typename scalar_t, int kVec>

@@ -188,22 +188,42 @@ Tensor plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t items_
 }
 
 // rotate_store_kv's CUDA work (kv_store_work.h), every thread of the launch the CUDA launcher
-// would make, in turn. Slot values are not checked on the host (the kernel skips a slot outside
-// the caches, and counts it into invalid_slots when given).
-// Returns [vector width, grid x, grid y, block x, block y].
+// would make, a row's lanes at a time: each lane's first step (its part of the sum of squares),
+// the parts folded as the GPU's shuffles fold them, then each lane's second step - the order
+// the shuffles impose on the GPU, where no lane of a row writes before every lane has read.
+// Slot values are not checked on the host (the kernel skips a slot outside the caches, and
+// counts it into invalid_slots when given).
+template <typename scalar_t, int kVec, bool interleaved>
+void run_kv_store_row(const KvStoreLayout& layout, const kv_store::KvStoreLaunch& launch,
+                      int64_t bx, int64_t by, int64_t tx, int64_t ty) {
+  const auto u = [](int64_t v) { return static_cast<uint32_t>(v); };
+  kv_store::ThreadRow lanes[kv_store::kLanes];
+  float parts[kv_store::kLanes];
+  for (int l = 0; l < kv_store::kLanes; ++l) {
+    lanes[l] = kv_store::thread_row(layout, u(bx), u(by), u(tx + l), u(ty), u(launch.block_x),
+                                    u(launch.block_y));
+    if (!lanes[l].active) return;  // as every lane of its row
+    parts[l] =
+        kv_store::row_part<scalar_t, kVec>(layout, lanes[l].token, lanes[l].row, lanes[l].lane);
+  }
+  for (int l = 0; l < kv_store::kLanes; ++l) {
+    const bool norm = kv_store::has_norm(layout, lanes[l].row);
+    kv_store::rotate_store_row<scalar_t, kVec, interleaved>(
+        layout, lanes[l].token, lanes[l].row, lanes[l].lane,
+        norm ? kv_store::fold_lanes(parts, l) : 0.0f);
+  }
+}
+
 template <typename scalar_t, int kVec>
 void run_kv_store(const KvStoreLayout& layout, const kv_store::KvStoreLaunch& launch) {
   for (int64_t by = 0; by < launch.grid_y; ++by) {
     for (int64_t bx = 0; bx < launch.grid_x; ++bx) {
       for (int64_t ty = 0; ty < launch.block_y; ++ty) {
-        for (int64_t tx = 0; tx < launch.block_x; ++tx) {
-          const auto u = [](int64_t v) { return static_cast<uint32_t>(v); };
+        for (int64_t tx = 0; tx < launch.block_x; tx += kv_store::kLanes) {
           if (layout.interleaved) {
-            kv_store::rotate_store_thread<scalar_t, kVec, true>(
-                layout, u(bx), u(by), u(tx), u(ty), u(launch.block_x), u(launch.block_y));
+            run_kv_store_row<scalar_t, kVec, true>(layout, launch, bx, by, tx, ty);
           } else {
-            kv_store::rotate_store_thread<scalar_t, kVec, false>(
-                layout, u(bx), u(by), u(tx), u(ty), u(launch.block_x), u(launch.block_y));
+            run_kv_store_row<scalar_t, kVec, false>(layout, launch, bx, by, tx, ty);
           }
         }
       }
@@ -222,6 +242,7 @@ int64_t run_kv_store_typed(const detail::KvStorePlan& plan, const kv_store::KvSt
   return 1;
 }
 
+// Returns [vector width, grid x, grid y, block x, block y].
 Tensor emulate_kv_store(const detail::KvStorePlan& plan) {
   const kv_store::KvStoreLaunch launch = kv_store::kv_store_launch(plan);
   int64_t width = 0;

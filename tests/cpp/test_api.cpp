@@ -370,6 +370,21 @@ void test_rotate_store_kv() {
   rope->rotate_store_kv_(q0.clone(), k2, v, positions, k_cache, v_cache, slots, options);
   check(torch::equal(k2, *k_want), "rotate_store_kv_: write_k writes the rotated k back");
   check(options.invalid_slots->item<int32_t>() == 2, "rotate_store_kv_: the counter untouched");
+  // in grad mode, a norm weight that requires grad (a model's parameter) is refused by name,
+  // with nothing written: its gradient would be lost
+  {
+    torch::AutoGradMode grad(true);
+    yarn_ext::KvStoreOptions with_weight;
+    with_weight.k_norm_weight = torch::ones({128}).requires_grad_();
+    const at::Tensor q_before = q.clone();
+    check(throws<std::exception>(
+              [&] {
+                rope->rotate_store_kv_(q, k, v, positions, k_cache, v_cache, slots, with_weight);
+              },
+              "k_norm_weight requires grad"),
+          "rotate_store_kv_: a weight requiring grad is refused");
+    check(torch::equal(q, q_before), "rotate_store_kv_: the refused call leaves q");
+  }
 }
 
 }  // namespace

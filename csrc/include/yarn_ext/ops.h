@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
+#include <utility>
 
 #include "yarn_ext/autograd.h"
 #include "yarn_ext/library_anchor.h"
@@ -131,9 +132,27 @@ inline void rotate_store_kv(at::Tensor& q, at::Tensor& k, const at::Tensor& v,
                             const KvStoreOptions& options = {}, bool interleaved = false,
                             at::OptionalIntArrayRef mrope_section = std::nullopt,
                             bool mrope_interleaved = false) {
-  TORCH_CHECK(!c10::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad()),
-              "yarn_ext.rotate_store_kv: q or k requires grad; the fused serving step is for "
-              "inference (run it under torch::NoGradGuard or c10::InferenceMode)");
+  if (c10::GradMode::is_enabled()) {
+    // Every float tensor: a gradient through any of them (a norm weight that is a model's
+    // parameter, say) would be lost without a word.
+    const std::pair<const char*, const at::Tensor*> tensors[] = {
+        {"q", &q},
+        {"k", &k},
+        {"v", &v},
+        {"cos_sin_cache", &cos_sin_cache},
+        {"inv_freq", &inv_freq},
+        {"k_cache", &k_cache},
+        {"v_cache", &v_cache},
+        {"q_norm_weight", options.q_norm_weight ? &*options.q_norm_weight : nullptr},
+        {"k_norm_weight", options.k_norm_weight ? &*options.k_norm_weight : nullptr},
+        {"k_scale", options.k_scale ? &*options.k_scale : nullptr},
+        {"v_scale", options.v_scale ? &*options.v_scale : nullptr}};
+    for (const auto& [name, tensor] : tensors) {
+      TORCH_CHECK(tensor == nullptr || !tensor->requires_grad(), "yarn_ext.rotate_store_kv: ", name,
+                  " requires grad; the fused serving step is for inference and has no gradient "
+                  "(run it under torch::NoGradGuard or c10::InferenceMode)");
+    }
+  }
   if (mrope_interleaved && !mrope_section.has_value()) {
     throw std::invalid_argument("yarn_ext: mrope_interleaved needs mrope_section");
   }
