@@ -1,12 +1,14 @@
 // The CUDA kernel of rotate_store_kv as the work of one thread, torch-free and host+device: the
 // kernel (cuda/kv_store_kernel.cu) runs it for every thread of its grid, and the CPU test hook
-// (testing/cuda_emulation.cpp) for every thread in turn, so that the CPU tests run the GPU's
-// arithmetic and index math where no GPU is at hand.
+// (testing/cuda_emulation.cpp) for every thread in turn, a row's lanes together (their first
+// steps, then their second), so that the CPU tests run the GPU's arithmetic and index math where
+// no GPU is at hand.
 //
 // kLanes consecutive threads share a row of a token: a head of q or of k (RMSNorm, rotation, the
 // store: q in place, k into the cache and, with write_k, back into k) or of v (copied into the
 // cache), each lane every kLanes-th vector of it. The rows of a token follow each other - q's
-// heads, k's, v's - so a warp reads and writes whole heads side by side, in whole sectors. A
+// heads, k's, v's - so a warp reads and writes whole heads side by side, in whole 32-byte
+// sectors (float32's sum of squares: in two loads that share each sector). A
 // thread's work is two steps: its part of the head's sum of squares (row_part), which only
 // reads; the parts folded among the row's lanes (fold_lanes: warp shuffles on the GPU); then the
 // normalized, rotated values of its vectors (rotate_store_row), which reads them again (from L1)
@@ -232,9 +234,10 @@ YARN_HOST_DEVICE inline void round_floats(float (&v)[kVec]) {
 }
 
 // A row's lanes: kLanes consecutive threads of a warp share a row (a head of q, k or v), each
-// taking every kLanes-th vector of it. A warp's load then reads whole 32-byte sectors of
-// 32 / kLanes heads side by side (a thread per head would touch 32 heads' rows, half a sector
-// each, per load), and a head's sum of squares splits into kLanes exact parts (below).
+// taking every kLanes-th vector of it. A warp's load then reads 32 / kLanes heads side by side,
+// in whole 32-byte sectors where a lane's vectors are 16 bytes (a thread per head would touch 32
+// heads' rows, half a sector each, per load), and a head's sum of squares splits into kLanes exact
+// parts (below).
 constexpr int kLanes = 4;
 constexpr int kSums = 32;                  // the CPU kernel's running sums of squares
 constexpr int kLaneSums = kSums / kLanes;  // of them, a lane's
@@ -532,8 +535,9 @@ YARN_HOST_DEVICE inline bool has_norm(const KvStoreLayout& layout, int64_t row) 
 
 // The first step of lane `lane` on row `row` of token `token`, which only reads: its part of
 // the head's sum of squares (lane_sum_of_squares) where the row has a norm, 0 elsewhere. Every
-// lane's part is taken before any lane of the row writes (the fold between the steps waits for
-// them all), so a head normalized in place is read whole first.
+// lane's part is taken before any lane of the row writes (on the GPU a __syncwarp of the row's
+// lanes after the fold), so a head normalized in place is read whole first: a lane writes values
+// that another lane summed (float32's vectors, NeoX with half not a multiple of 32).
 template <typename scalar_t, int kVec>
 YARN_HOST_DEVICE inline float row_part(const KvStoreLayout& layout, int64_t token, int64_t row,
                                        int lane) {
@@ -624,10 +628,15 @@ struct KvStoreLaunch {
 };
 
 // No rows (q, k and v without heads) or no tokens: an empty grid, which the launcher skips.
+// A token with more than kThreads lanes is cut into equal slices (a multiple of kLanes each),
+// not into full blocks and a nearly idle last one: 80 rows are two slices of 160 lanes, not 256
+// and 64.
 YARN_HOST_DEVICE inline KvStoreLaunch kv_store_launch(const KvStoreLayout& layout) {
   const int64_t lanes = rows_per_token(layout) * kLanes;
   if (lanes == 0 || layout.num_tokens == 0) return {0, 0, 0, 0};
-  const int64_t block_x = lanes < kThreads ? lanes : kThreads;
+  const int64_t slices = (lanes + kThreads - 1) / kThreads;
+  const int64_t slice = (lanes + slices - 1) / slices;
+  const int64_t block_x = (slice + kLanes - 1) / kLanes * kLanes;  // at most kThreads
   const int64_t block_y = kThreads / block_x;
   return {(layout.num_tokens + block_y - 1) / block_y, (lanes + block_x - 1) / block_x, block_x,
           block_y};
@@ -652,6 +661,13 @@ YARN_HOST_DEVICE inline ThreadRow thread_row(const KvStoreLayout& layout, uint32
           token < layout.num_tokens && row < rows_per_token(layout)};
 }
 
+// The mask of a row's lanes in their warp, for the thread at `linear` (threadIdx.y * blockDim.x +
+// threadIdx.x) in its block: kLanes consecutive threads from a multiple of kLanes, as block_x
+// is one.
+YARN_HOST_DEVICE inline unsigned row_lanes_mask(uint32_t linear) {
+  return ((1u << kLanes) - 1u) << ((linear % 32) & ~(kLanes - 1u));
+}
+
 #if defined(__CUDACC__)
 // The work of a GPU thread: its part of the row's sum of squares, the parts folded among the
 // row's lanes by shuffles, then its values.
@@ -663,9 +679,11 @@ __device__ inline void rotate_store_thread(const KvStoreLayout& layout) {
   const float part = row_part<scalar_t, kVec>(layout, t.token, t.row, t.lane);
   float sum = 0.0f;
   if (has_norm(layout, t.row)) {  // the same for the row's lanes
-    // the row's lanes in the warp: kLanes consecutive threads from a multiple of kLanes
-    const unsigned first = ((threadIdx.y * blockDim.x + threadIdx.x) % 32) & ~(kLanes - 1u);
-    sum = fold_lanes(part, ((1u << kLanes) - 1u) << first);
+    const unsigned lanes = row_lanes_mask(threadIdx.y * blockDim.x + threadIdx.x);
+    sum = fold_lanes(part, lanes);
+    // Every lane's reads of the head done before any lane's writes (rows normalized in place):
+    // the shuffled sum's data dependency orders them in practice, this says so in CUDA's model.
+    __syncwarp(lanes);
   }
   rotate_store_row<scalar_t, kVec, interleaved>(layout, t.token, t.row, t.lane, sum);
 }

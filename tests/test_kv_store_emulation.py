@@ -150,14 +150,19 @@ def test_a_slot_used_twice_writes_one_of_its_tokens_rows(poison) -> None:
     assert torch.equal(k_rows[(rows != 3) & (rows != 7)], k[distinct])
 
 
-def test_launch_covers_every_row_of_every_token() -> None:
-    """A row's 4 lanes are consecutive threads: 260 rows (250 + 5 + 5 heads) are 1040 threads,
-    in five grid rows of 256."""
+@pytest.mark.parametrize(
+    "heads, block, grid",
+    [((250, 5), (208, 1), (11, 5)), ((64, 8), (160, 1), (11, 2)), ((8, 2), (48, 5), (3, 1))],
+)
+def test_launch_covers_every_row_of_every_token(heads, block, grid) -> None:
+    """A row's 4 lanes are consecutive threads; a token of more than 256 lanes is cut into equal
+    slices (260 rows: 1040 lanes, five slices of 208; 80 rows: two of 160), fewer are whole
+    tokens to a block (12 rows: 48 lanes, 5 tokens)."""
     cache, inv_freq, mscale = tables(2 * HALF, 64)
-    cases = [make_case(torch.bfloat16, heads=(250, 5), head_size=64, seed=25) for _ in range(2)]
+    cases = [make_case(torch.bfloat16, heads=heads, head_size=64, seed=25) for _ in range(2)]
     run(cases[0], cache, inv_freq, mscale)
     launch = hooks.emulate_cuda_rotate_store_kv(*call_args(cases[1], cache, inv_freq, mscale))
-    assert launch["block"] == (256, 1) and launch["grid"] == (11, 5)
+    assert launch["block"] == block and launch["grid"] == grid
     for field in ("q", "k_store", "v_store"):
         assert same_bytes(getattr(cases[0], field), getattr(cases[1], field)), field
 

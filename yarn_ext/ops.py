@@ -162,8 +162,7 @@ def rotate_store_kv(
     captured in a CUDA graph): a slot outside the caches is never written - its token's k and v
     are skipped as padding's are - and, when `invalid_slots` (an int32 tensor of one element on
     q's device) is given, the kernel adds the number of such tokens to it; a slot used twice
-    holds its tokens' rows mixed, vector by vector (each vector from one of them, which
-    undefined).
+    holds a mix of its tokens' rows (which token's value lands in each element is undefined).
     For inference: any tensor argument requiring grad (in grad mode) is refused."""
     if torch.is_grad_enabled():
         # Every float tensor: a gradient through any of them (a norm weight that is a model's

@@ -190,7 +190,8 @@ Tensor plan_token_launch(int64_t num_tokens, int64_t total_heads, int64_t items_
 // rotate_store_kv's CUDA work (kv_store_work.h), every thread of the launch the CUDA launcher
 // would make, a row's lanes at a time: each lane's first step (its part of the sum of squares),
 // the parts folded as the GPU's shuffles fold them, then each lane's second step - the order
-// the shuffles impose on the GPU, where no lane of a row writes before every lane has read.
+// the GPU keeps (the fold, then a __syncwarp of the lanes), where no lane of a row writes
+// before every lane has read.
 // Slot values are not checked on the host (the kernel skips a slot outside the caches, and
 // counts it into invalid_slots when given).
 template <typename scalar_t, int kVec, bool interleaved>
@@ -199,7 +200,16 @@ void run_kv_store_row(const KvStoreLayout& layout, const kv_store::KvStoreLaunch
   const auto u = [](int64_t v) { return static_cast<uint32_t>(v); };
   kv_store::ThreadRow lanes[kv_store::kLanes];
   float parts[kv_store::kLanes];
+  // the GPU's shuffles among the row's lanes: each lane's mask names the same kLanes threads of
+  // one warp, among them the lanes it exchanges with (its index xor 1, xor 2)
+  const int64_t first = ty * launch.block_x + tx;
+  const unsigned mask = kv_store::row_lanes_mask(u(first));
   for (int l = 0; l < kv_store::kLanes; ++l) {
+    const uint32_t warp_lane = u((first + l) % 32);
+    YARN_CHECK(
+        kv_store::row_lanes_mask(u(first + l)) == mask && first / 32 == (first + l) / 32 &&
+            ((mask >> warp_lane) & (mask >> (warp_lane ^ 1)) & (mask >> (warp_lane ^ 2)) & 1u) != 0,
+        "emulate_cuda_rotate_store_kv", "a row's lanes are not one shuffle group");
     lanes[l] = kv_store::thread_row(layout, u(bx), u(by), u(tx + l), u(ty), u(launch.block_x),
                                     u(launch.block_y));
     if (!lanes[l].active) return;  // as every lane of its row
