@@ -590,6 +590,16 @@ def test_opcheck_and_fullgraph_compile() -> None:
         weights[1],
     )
     torch.library.opcheck(torch.ops.yarn_ext.rotate_store_kv.default, args)
+    # float8 caches: all but test_schema, whose check of the mutations multiplies the float8
+    # tensors, which torch's CPU does not implement ("mul_cpu_reduced_float")
+    fp8 = make_case(torch.bfloat16, cache_dtype=torch.float8_e4m3fn, padding=1, seed=11)
+    scales = (torch.tensor([0.5]), torch.tensor([0.25]))
+    fp8_args = (fp8.q, fp8.k, fp8.v, *args[3:7], fp8.k_cache, fp8.v_cache, fp8.slots, *weights)
+    torch.library.opcheck(
+        torch.ops.yarn_ext.rotate_store_kv.default,
+        (*fp8_args, 1e-6, False, *scales),
+        test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
 
     def step(q, k, v, positions, k_cache, v_cache, slots):
         ops.rotate_store_kv(
