@@ -513,7 +513,8 @@ YARN_HOST_DEVICE inline int64_t rows_per_token(const KvStoreLayout& layout) {
   return layout.q.num_heads + layout.k.num_heads + layout.v.num_heads;
 }
 
-// The q or k head of row `row` (< q's heads + k's) of token `token`, and its norm weight.
+// The q or k head of row `row` (< q's heads + k's) of token `token`; then its norm weight
+// (nullptr: none).
 template <typename scalar_t>
 YARN_HOST_DEVICE inline scalar_t* head_of(const KvStoreLayout& layout, int64_t token, int64_t row) {
   const bool is_q = row < layout.q.num_heads;
@@ -529,8 +530,7 @@ YARN_HOST_DEVICE inline const scalar_t* weight_of(const KvStoreLayout& layout, i
 
 // Whether row `row` is a head with a norm: a q or k head whose norm weight is given.
 YARN_HOST_DEVICE inline bool has_norm(const KvStoreLayout& layout, int64_t row) {
-  return row < layout.q.num_heads + layout.k.num_heads &&
-         (row < layout.q.num_heads ? layout.q_weight : layout.k_weight) != nullptr;
+  return row < layout.q.num_heads + layout.k.num_heads && weight_of<void>(layout, row) != nullptr;
 }
 
 // The first step of lane `lane` on row `row` of token `token`, which only reads: its part of
